@@ -1,0 +1,28 @@
+# `make run`: install and run the whole pipeline on the embedded default. `make test`: install and test.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: install run test repro clean
+
+$(STAMP): pyproject.toml requirements.lock
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# The lock pins every transitive version that was tested; torch==2.13.0 is the local CPU wheel.
+	$(PY) -m pip install -q -r requirements.lock
+	$(PY) -m pip install -q --no-deps -e .
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: install
+	PATH=$(abspath $(VENV))/bin:$$PATH $(VENV)/bin/lmops run
+
+test: install
+	PATH=$(abspath $(VENV))/bin:$$PATH $(PY) -m pytest -q tests
+
+repro: install
+	PATH=$(abspath $(VENV))/bin:$$PATH $(VENV)/bin/dvc repro
+
+clean:
+	rm -rf $(VENV)

@@ -1,0 +1,26 @@
+"""`lmops-pipeline`: the whole DAG as a Prefect flow. Stages run through DVC in `dvc.yaml` order,
+so unchanged stages are skipped exactly as `dvc repro` would skip them."""
+from __future__ import annotations
+
+from prefect import flow
+
+from lmops.report import pipeline_stages
+from tasks.dvc import push, repro_stage
+from tasks.params import validate_params
+from tasks.report import publish_report
+
+
+@flow(name="lmops-pipeline", log_prints=True)
+def lmops_pipeline(project: str = ".", push_data: bool = True) -> dict[str, bool]:
+    validate_params(project)
+    ran: dict[str, bool] = {}
+    for stage in pipeline_stages(project):
+        ran[stage] = repro_stage(stage, project)
+        if stage == "data" and push_data:
+            push(["data"], project)  # version the dataset on the remote before training on it
+    print(publish_report(project, ran))
+    return ran
+
+
+if __name__ == "__main__":
+    lmops_pipeline()

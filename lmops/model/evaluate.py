@@ -1,0 +1,99 @@
+"""Evaluation shared by every stage: sliding-window perplexity and greedy exact match."""
+from __future__ import annotations
+
+import math
+
+from lmops.data import Corpus
+from lmops.data.generate import qa_text
+
+
+def token_stream(tokenizer, texts: list[str], max_tokens: int) -> list[int]:
+    """Texts joined by EOS into one stream, cut to `max_tokens` (a fixed budget, for comparability)."""
+    ids: list[int] = []
+    for text in texts:
+        ids += tokenizer(text, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+        if len(ids) >= max_tokens:
+            break
+    return ids[:max_tokens]
+
+
+def perplexity(model, ids: list[int], max_length: int, stride: int | None = None, progress: bool = False) -> float:
+    """Sliding-window perplexity (the Hugging Face recipe): each token is scored once, with up to
+    `max_length - stride` tokens of extra left context."""
+    import torch
+    from tqdm.auto import tqdm
+
+    stride = stride or max_length
+    nll, count, prev_end = 0.0, 0, 0
+    starts = range(0, max(1, len(ids) - 1), stride)
+    with torch.no_grad():
+        for begin in tqdm(starts, desc="perplexity", disable=not progress, leave=False):
+            end = min(begin + max_length, len(ids))
+            target_len = end - prev_end  # tokens not yet scored
+            window = torch.tensor([ids[begin:end]])
+            labels = window.clone()
+            labels[:, :-target_len] = -100
+            n = int((labels[:, 1:] != -100).sum())
+            if n:
+                nll += float(model(input_ids=window, labels=labels).loss) * n
+                count += n
+            prev_end = end
+            if end == len(ids):
+                break
+    return math.exp(nll / max(1, count))
+
+
+def first_line(text: str) -> str:
+    return text.split("\n", 1)[0].strip()
+
+
+def generate_answers(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int = 16,
+                     progress: bool = False, desc: str = "generate", **generate_kwargs) -> list[str]:
+    """Greedy continuation of each prompt, cut at the first newline."""
+    import torch
+    from tqdm.auto import tqdm
+
+    tokenizer.padding_side = "left"  # decoder-only models continue from the right edge
+    answers = []
+    for i in tqdm(range(0, len(prompts), batch_size), desc=desc, disable=not progress, leave=False):
+        batch = tokenizer(prompts[i:i + batch_size], return_tensors="pt", padding=True, add_special_tokens=False)
+        with torch.no_grad():
+            out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
+                                 pad_token_id=tokenizer.pad_token_id, **generate_kwargs)
+        texts = tokenizer.batch_decode(out[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
+        answers += [first_line(t) for t in texts]
+    return answers
+
+
+def exact_match(predictions: list[str], answers: list[str]) -> float:
+    hits = sum(p.strip().lower() == a.strip().lower() for p, a in zip(predictions, answers))
+    return hits / max(1, len(answers))
+
+
+def qa_prompt(context: str, question: str) -> str:
+    return context + qa_text(question)
+
+
+def kb_qa_items(corpus: Corpus, split: str, limit: int) -> tuple[list[str], list[str]]:
+    """Open-book questions on entities of `split` (never trained on): profile document + question."""
+    rows = corpus.split(corpus.qa, split)[:limit]
+    return [qa_prompt(r["doc"], r["question"]) for r in rows], [r["answer"] for r in rows]
+
+
+def recall_items(corpus: Corpus, split: str, limit: int) -> tuple[list[str], list[str]]:
+    rows = corpus.split(corpus.recall, split)[:limit]
+    return [qa_prompt(r["context"], r["question"]) for r in rows], [r["answer"] for r in rows]
+
+
+def evaluate_base(model, tokenizer, corpus: Corpus, *, context: int, ppl_tokens: int, max_items: int,
+                  max_new_tokens: int, split: str = "val", qa_split: str = "test",
+                  progress: bool = True) -> dict[str, float]:
+    """The base model's report card (metrics/base.json), on data the model never trained on."""
+    texts = [d["text"] for d in corpus.split(corpus.documents, split)]
+    ppl = perplexity(model, token_stream(tokenizer, texts, ppl_tokens), context, progress=progress)
+    metrics = {"val_perplexity": round(ppl, 3), "uniform_perplexity": len(tokenizer)}
+    for key, (prompts, answers) in {"recall_exact_match": recall_items(corpus, qa_split, max_items),
+                                    "kb_qa_exact_match": kb_qa_items(corpus, qa_split, max_items)}.items():
+        preds = generate_answers(model, tokenizer, prompts, max_new_tokens, progress=progress, desc=key)
+        metrics[key] = round(exact_match(preds, answers), 4)
+    return metrics

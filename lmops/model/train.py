@@ -1,0 +1,100 @@
+"""Causal-LM training on the corpus: whole items packed into fixed-length rows, AdamW, cosine LR."""
+from __future__ import annotations
+
+import math
+import random
+import time
+from dataclasses import dataclass, field
+
+from lmops.data import Corpus
+from lmops.data.generate import qa_text
+
+
+def training_texts(corpus: Corpus, seed: int = 0, split: str = "train") -> list[str]:
+    """Every training item as text. Profiles carry their questions (open-book), so the model learns
+    to read an answer out of its context, which held-out entities then test."""
+    rng = random.Random(seed)
+    qa_by_entity: dict[str, list[dict]] = {}
+    for q in corpus.qa:
+        qa_by_entity.setdefault(q["entity"], []).append(q)
+    texts = []
+    for doc in corpus.split(corpus.documents, split):
+        text = doc["text"]
+        if doc["kind"] == "profile":
+            for q in rng.sample(qa_by_entity[doc["entity"]], 3):
+                text += qa_text(q["question"], q["answer"])
+        texts.append(text)
+    texts += [f"{inc['text']}\nCategory: {inc['category']}" for inc in corpus.split(corpus.incidents, split)]
+    texts += [r["context"] + qa_text(r["question"], r["answer"]) for r in corpus.split(corpus.recall, split)]
+    return texts
+
+
+def pack(token_lists: list[list[int]], context: int, pad_id: int, rng: random.Random) -> list[list[int]]:
+    """Greedy packing of whole items into rows of `context` tokens (pad at the end of a row).
+    Items are never cut across rows, so a fact and its question always share a window."""
+    order = list(range(len(token_lists)))
+    rng.shuffle(order)
+    rows, row = [], []
+    for i in order:
+        ids = token_lists[i][:context]
+        if len(row) + len(ids) > context:
+            rows.append(row + [pad_id] * (context - len(row)))
+            row = []
+        row += ids
+    if row:
+        rows.append(row + [pad_id] * (context - len(row)))
+    return rows
+
+
+@dataclass
+class TrainResult:
+    losses: list[tuple[int, float]] = field(default_factory=list)
+    tokens: int = 0  # non-pad tokens trained on
+    seconds: float = 0.0
+
+
+def lr_at(step: int, steps: int, warmup: int, lr: float) -> float:
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    progress = (step - warmup) / max(1, steps - warmup)
+    return lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))  # cosine down to 10%
+
+
+def train_lm(model, tokenizer, texts: list[str], *, context: int, steps: int, batch_size: int, lr: float,
+             warmup: int = 0, weight_decay: float = 0.0, seed: int = 0, threads: int = 2,
+             progress: bool = True) -> TrainResult:
+    """Train `model` in place for `steps` optimizer steps over packed `texts`."""
+    import torch
+    from tqdm.auto import tqdm
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    rng = random.Random(seed)
+    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+    token_lists = [ids + [eos] for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+    decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=lr, betas=(0.9, 0.95))
+    result, rows, start = TrainResult(), [], time.perf_counter()
+    model.train()
+    bar = tqdm(range(steps), desc="train", disable=not progress, unit="step")
+    for step in bar:
+        if len(rows) < batch_size:
+            rows += pack(token_lists, context, pad, rng)
+        batch = torch.tensor(rows[:batch_size])  # (B, T)
+        rows = rows[batch_size:]
+        labels = batch.masked_fill(batch == pad, -100)
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, steps, warmup, lr)
+        loss = model(input_ids=batch, attention_mask=(batch != pad).long(), labels=labels).loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        result.tokens += int((labels != -100).sum())
+        result.losses.append((step, round(loss.item(), 4)))
+        bar.set_postfix(loss=f"{loss.item():.3f}")
+    model.eval()
+    result.seconds = round(time.perf_counter() - start, 2)
+    return result

@@ -1,0 +1,112 @@
+"""`params.yaml`, validated. One pydantic model per stage section; unknown keys are errors.
+
+`load_params()` runs before any work, so a typo fails in a second with the key's dotted path
+instead of an hour into training.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataParams(Section):
+    seed: int = 0
+    entities: int = Field(600, ge=10)
+    incidents_per_entity: int = Field(2, ge=1)
+    recall_items: int = Field(3000, ge=20)
+    recall_filler: tuple[int, int] = (2, 8)  # filler sentences between a fact and its question
+    ood_sentences: int = Field(400, ge=8)
+    val_share: float = Field(0.15, gt=0, lt=0.5)
+    test_share: float = Field(0.15, gt=0, lt=0.5)
+
+    @model_validator(mode="after")
+    def _filler_range(self) -> "DataParams":
+        if not 0 <= self.recall_filler[0] <= self.recall_filler[1]:
+            raise ValueError("recall_filler must be [low, high] with 0 <= low <= high")
+        return self
+
+
+class ArchParams(Section):
+    """Architecture of a model trained from scratch (ignored when starting from a checkpoint)."""
+    type: Literal["llama", "qwen2", "mistral"] = "llama"
+    vocab_size: int = Field(1024, ge=300)
+    hidden_size: int = Field(128, ge=8)
+    layers: int = Field(4, ge=1)
+    heads: int = Field(4, ge=1)
+    kv_heads: int = Field(4, ge=1)
+    intermediate_size: int = Field(384, ge=8)
+
+    @model_validator(mode="after")
+    def _heads_divide(self) -> "ArchParams":
+        if self.hidden_size % self.heads or self.heads % self.kv_heads:
+            raise ValueError("hidden_size must divide by heads, and heads by kv_heads")
+        return self
+
+
+class TrainParams(Section):
+    # "scratch", or a Hugging Face causal-LM directory (the committed checkpoint, or your own model).
+    base: str = "models/pretrained"
+    arch: ArchParams = ArchParams()
+    context: int = Field(256, ge=32)  # the trained context length, in tokens
+    steps: int = Field(200, ge=1)
+    batch_size: int = Field(16, ge=1)
+    lr: float = Field(3e-4, gt=0, lt=1)
+    warmup: int = Field(20, ge=0)
+    weight_decay: float = Field(0.1, ge=0)
+    seed: int = 0
+    threads: int = Field(2, ge=1)
+
+
+class PretrainParams(TrainParams):
+    """The long from-scratch run behind the committed checkpoint (`lmops pretrain`)."""
+    base: str = "scratch"
+    out: str = "models/pretrained"
+    steps: int = Field(2500, ge=1)
+    lr: float = Field(2e-3, gt=0, lt=1)
+    warmup: int = Field(100, ge=0)
+
+
+class EvaluateParams(Section):
+    max_items: int = Field(200, ge=1)  # per exact-match task
+    ppl_tokens: int = Field(20000, ge=256)  # validation tokens scored for perplexity
+    max_new_tokens: int = Field(12, ge=1)
+    threads: int = Field(2, ge=1)
+
+
+class Params(Section):
+    data: DataParams = DataParams()
+    train: TrainParams = TrainParams()
+    evaluate: EvaluateParams = EvaluateParams()
+    pretrain: PretrainParams = PretrainParams()
+
+
+class ParamsError(ValueError):
+    """A bad params.yaml: the message names the file and every offending key."""
+
+
+def validate(raw: dict, source: str = "params.yaml") -> Params:
+    try:
+        return Params.model_validate(raw or {})
+    except ValidationError as err:
+        lines = [f"  {'.'.join(str(p) for p in e['loc']) or '(top level)'}: {e['msg']}" for e in err.errors()]
+        raise ParamsError(f"{source} is invalid:\n" + "\n".join(lines)) from None
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    path = Path(path)
+    if not path.exists():
+        raise ParamsError(f"{path} not found")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ParamsError(f"{path} is not valid YAML: {err}") from None
+    if raw is not None and not isinstance(raw, dict):
+        raise ParamsError(f"{path} must be a mapping of sections, got {type(raw).__name__}")
+    return validate(raw, str(path))

@@ -1,0 +1,13 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import task
+
+from lmops.params import Params, load_params
+
+
+@task(name="validate-params")
+def validate_params(project: str) -> Params:
+    """Fail the flow on a bad params.yaml before any stage starts."""
+    return load_params(Path(project) / "params.yaml")

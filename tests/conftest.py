@@ -1,0 +1,53 @@
+"""Shared fixtures: a tiny corpus and a tiny trained model, built once per session."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+ROOT = Path(__file__).resolve().parent.parent
+
+TINY = {
+    "data": {"entities": 40, "recall_items": 60, "ood_sentences": 16},
+    "train": {"base": "scratch", "arch": {"vocab_size": 300, "hidden_size": 32, "layers": 1, "heads": 2,
+                                          "kv_heads": 2, "intermediate_size": 64},
+              "context": 96, "steps": 30, "batch_size": 8, "lr": 0.003, "warmup": 2, "threads": 1},
+    "evaluate": {"max_items": 8, "ppl_tokens": 512, "max_new_tokens": 6, "threads": 1},
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_params():
+    from lmops.params import validate
+
+    return validate(TINY)
+
+
+@pytest.fixture(scope="session")
+def tiny_root(tmp_path_factory, tiny_params) -> Path:
+    """A project directory with the tiny corpus and a tiny trained model in models/base."""
+    from lmops.stages import stage_data, stage_train
+
+    root = tmp_path_factory.mktemp("tiny")
+    stage_data(tiny_params, root)
+    stage_train(tiny_params, root)
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_corpus(tiny_root):
+    from lmops.data import Corpus
+
+    return Corpus.load(tiny_root / "data" / "corpus")
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_root):
+    """(model, tokenizer) of the tiny trained LLaMA; treat as read-only (deepcopy before changing)."""
+    from lmops.model.build import load_model
+
+    return load_model(tiny_root / "models" / "base")
