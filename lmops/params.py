@@ -115,6 +115,7 @@ class SimulateParams(Section):
     seed: int = 0
     max_tokens: int = Field(12, ge=1)
     incident_share: float = Field(0.3, ge=0, le=1)  # classification prompts among in-domain requests
+    open_book_share: float = Field(0.5, ge=0, le=1)  # questions sent after their profile document
     fresh_entities: int = Field(60, ge=4)  # unseen entities (FRESH_KINDS) for the topic shift
     fresh_seed: int = 1000
     topic: DriftParams = DriftParams()  # entities and documents the model never saw
