@@ -157,3 +157,38 @@ def test_hot_reload_under_concurrent_load(tiny_root, tiny_model, tmp_path):
     df = read_logs(tmp_path / "logs")
     assert set(ids) <= set(df["request_id"])  # logged, every one
     assert set(df["model_version"]) == {v1.version, v2.version}
+
+
+def test_sigterm_flushes_the_log(tiny_root, tmp_path):
+    """`lmops serve` as a process: rows still in memory at SIGTERM reach the log store."""
+    import os
+    import subprocess
+    import sys
+
+    import yaml
+
+    from benchmarks.serve import free_port
+    from tests.conftest import ROOT
+
+    port = free_port()
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"serve": {
+        "port": port, "fallback_dir": str(tiny_root / "models" / "base"), "log_dir": str(tmp_path / "logs"),
+        "log_flush_seconds": 60, "reload_seconds": 0}}))  # only the shutdown flush can write in time
+    proc = subprocess.Popen([sys.executable, "-m", "lmops.cli", "--root", str(tmp_path), "serve"],
+                            env={**os.environ, "PYTHONPATH": str(ROOT)}, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None and time.monotonic() < deadline, "server did not start"
+            try:
+                httpx.get(f"http://127.0.0.1:{port}/health", timeout=1)
+                break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        for _ in range(3):
+            r = httpx.post(f"http://127.0.0.1:{port}/v1/completions", json={"prompt": QUESTION, "max_tokens": 2})
+            assert r.status_code == 200
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    assert len(read_logs(tmp_path / "logs")) == 3
