@@ -90,6 +90,18 @@ def data_hash(root: Path, corpus: str = "data/corpus") -> str:
     return f"dir:{dir_hash(root / corpus)}" if (root / corpus).is_dir() else ""
 
 
+def lineage_for(root: Path, metrics: dict | None = None, parent: str | None = None, variant: str = "full",
+                params: dict | None = None, corpus: str = "data/corpus") -> Lineage:
+    """Lineage of a model built in project `root`: its data hash and params.yaml (or `params`)."""
+    import yaml
+
+    if params is None:
+        path = Path(root) / "params.yaml"
+        params = (yaml.safe_load(path.read_text()) or {}) if path.exists() else {}
+    return Lineage(data_hash=data_hash(Path(root), corpus), params=params, parent=parent,
+                   metrics=dict(metrics or {}), variant=variant)
+
+
 def _git(root: Path, *args: str, env: dict | None = None) -> str:
     proc = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True,
                           env={**os.environ, **(env or {})})

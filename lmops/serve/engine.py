@@ -52,10 +52,32 @@ class Loaded:
     context: int  # the model's maximum positions: prompt + completion must fit
 
 
-def load(path: str | Path, name: str, version: str) -> Loaded:
+def _load_quantized(path: Path):
+    """A variant written by the quantize stage (it carries quant.json): real low-bit weights."""
+    try:
+        from lmops.quant.artifact import load_variant
+    except ImportError:
+        from lmops.io import InputError
+
+        raise InputError(f"{path} is a quantized variant (quant.json) but lmops.quant is not installed") from None
+    model, tokenizer, _meta = load_variant(path)
+    return model, tokenizer
+
+
+def _load_hf(path: Path):
     from lmops.model.build import load_model
 
-    model, tokenizer = load_model(path)
+    return load_model(path)
+
+
+# Marker file in a model directory -> its loader; a plain Hugging Face directory otherwise.
+LOADERS: dict[str, Callable[[Path], tuple]] = {"quant.json": _load_quantized}
+
+
+def load(path: str | Path, name: str, version: str) -> Loaded:
+    path = Path(path)
+    loader = next((fn for marker, fn in LOADERS.items() if (path / marker).is_file()), _load_hf)
+    model, tokenizer = loader(path)
     context = int(getattr(model.config, "max_position_embeddings", 0) or 2048)
     return Loaded(model, tokenizer, name, version, Path(path), context)
 
