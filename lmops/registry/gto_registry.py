@@ -183,11 +183,12 @@ class Registry:
         except ArtifactNotFound:  # never registered: no versions
             return []
 
-    def versions(self, name: str) -> list[ModelVersion]:
+    def versions(self, name: str, events: list[dict] | None = None) -> list[ModelVersion]:
         """Every registered version of `name`, oldest first, with the aliases each holds now."""
-        current = {alias: self.alias_version(name, alias) for alias in ALIASES}
+        events = self._events(name) if events is None else events
+        current = {alias: _current(events, alias) for alias in ALIASES}
         out = []
-        for v in self._events(name):
+        for v in events:
             regs = v.get("registrations") or []
             if not regs:
                 continue
@@ -201,33 +202,19 @@ class Registry:
     def get(self, name: str, version: str) -> ModelVersion | None:
         return next((v for v in self.versions(name) if v.version == version), None)
 
-    def _assignments(self, name: str, alias: str) -> list[dict]:
-        """Every assignment of `alias` for `name`, in the order they were made."""
-        rows = [a for v in self._events(name) for s in v.get("stages") or [] if s["stage"] == alias
-                for a in s["assignments"]]
-        # The tag counter (`name#alias#N`) is strictly increasing, so it orders same-second tags too.
-        return sorted(rows, key=lambda a: int(a["tag"].rsplit("#", 1)[1]))
-
     def _alias_stack(self, name: str, alias: str) -> list[str]:
-        """The alias' history with rolled-back entries popped: the last item is the current version."""
-        stack: list[str] = []
-        for a in self._assignments(name, alias):
-            if (a.get("message") or "").startswith(ROLLBACK) and len(stack) >= 2:
-                stack.pop()
-            elif not stack or stack[-1] != a["version"]:
-                stack.append(a["version"])
-        return stack
+        return _stack(self._events(name), alias)
 
     def alias_version(self, name: str, alias: str = "champion") -> str | None:
-        stack = self._alias_stack(name, alias)
-        return stack[-1] if stack else None
+        return _current(self._events(name), alias)
 
     def resolve(self, name: str, alias: str = "champion") -> ModelVersion | None:
         """The version `alias` points at, with its stored model directory; None if unassigned."""
-        version = self.alias_version(name, alias)
+        events = self._events(name)  # one read of the tags: this runs on every hot-reload poll
+        version = _current(events, alias)
         if version is None:
             return None
-        found = self.get(name, version)
+        found = next((v for v in self.versions(name, events) if v.version == version), None)
         if found is not None and not found.path.is_dir():
             raise InputError(f"{name}@{version} is registered but its model files are missing from {found.path} "
                              "(the local registry store); re-register the model directory")
@@ -235,8 +222,32 @@ class Registry:
 
     def _wait_for_next_second(self, name: str) -> None:
         """GTO sorts stage tags by creation time in whole seconds; keep ours strictly increasing."""
-        times = [a["created_at"] for alias in ALIASES for a in self._assignments(name, alias)]
+        events = self._events(name)
+        times = [a["created_at"] for alias in ALIASES for a in _assignments(events, alias)]
         if times:
             last = max(times).timestamp()
             while time.time() < int(last) + 1:
                 time.sleep(0.05)
+
+
+def _assignments(events: list[dict], alias: str) -> list[dict]:
+    """Every assignment of `alias` in GTO's `show` output, in the order they were made."""
+    rows = [a for v in events for s in v.get("stages") or [] if s["stage"] == alias for a in s["assignments"]]
+    # The tag counter (`name#alias#N`) is strictly increasing, so it orders same-second tags too.
+    return sorted(rows, key=lambda a: int(a["tag"].rsplit("#", 1)[1]))
+
+
+def _stack(events: list[dict], alias: str) -> list[str]:
+    """The alias' history with rolled-back entries popped: the last item is the current version."""
+    stack: list[str] = []
+    for a in _assignments(events, alias):
+        if (a.get("message") or "").startswith(ROLLBACK) and len(stack) >= 2:
+            stack.pop()
+        elif not stack or stack[-1] != a["version"]:
+            stack.append(a["version"])
+    return stack
+
+
+def _current(events: list[dict], alias: str) -> str | None:
+    stack = _stack(events, alias)
+    return stack[-1] if stack else None

@@ -36,7 +36,7 @@ def champion_source(sp: ServeParams, root: Path) -> tuple[Path, str]:
     try:
         found = Registry(root, sp.registry_store).resolve(sp.model, sp.alias)
     except InputError as err:  # no git repository: nothing registered yet
-        log.info("no model registry in %s (%s)", root, err)
+        log.debug("no model registry in %s (%s)", root, err)
         found = None
     if found is not None:
         return found.path, found.version
