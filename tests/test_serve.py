@@ -192,3 +192,20 @@ def test_sigterm_flushes_the_log(tiny_root, tmp_path):
         proc.terminate()
         proc.wait(30)
     assert len(read_logs(tmp_path / "logs")) == 3
+
+
+def test_prompt_hook_is_applied_and_logged(tiny_root, tmp_path):
+    def hook(prompt: str) -> tuple[str, str]:
+        if "boom" in prompt:
+            raise ValueError("template failed")
+        return "Answer briefly." + prompt, "qa@3"
+
+    with running_server(serve_params(tmp_path / "logs"), tiny_root, prompt_hook=hook) as (url, srv):
+        ok = httpx.post(f"{url}/v1/completions", json={"prompt": QUESTION, "max_tokens": 2}, timeout=30)
+        bad = httpx.post(f"{url}/v1/completions", json={"prompt": "boom", "max_tokens": 2}, timeout=30)
+        assert httpx.get(f"{url}/health").status_code == 200  # still serving
+    assert ok.status_code == 200 and bad.status_code == 500
+    assert "prompt hook failed" in bad.json()["error"]["message"]
+    df = read_logs(tmp_path / "logs").set_index("status")
+    assert df.loc[200, "prompt_version"] == "qa@3" and df.loc[200, "rendered_prompt"].startswith("Answer briefly.")
+    assert df.loc[200, "prompt"] == QUESTION and "template failed" in df.loc[500, "error"]
