@@ -209,3 +209,23 @@ def test_prompt_hook_is_applied_and_logged(tiny_root, tmp_path):
     df = read_logs(tmp_path / "logs").set_index("status")
     assert df.loc[200, "prompt_version"] == "qa@3" and df.loc[200, "rendered_prompt"].startswith("Answer briefly.")
     assert df.loc[200, "prompt"] == QUESTION and "template failed" in df.loc[500, "error"]
+
+
+def test_model_directory_markers_pick_the_loader(tiny_root, tmp_path, monkeypatch):
+    """A quantized variant (marker file in its directory) goes to its own loader, not from_pretrained."""
+    from lmops.serve import engine
+
+    variant = tmp_path / "variant"
+    shutil.copytree(tiny_root / "models" / "base", variant)
+    (variant / "fake_quant.json").write_text("{}")
+    calls = []
+
+    def fake_loader(path):
+        calls.append(path)
+        return engine._load_hf(path)
+
+    monkeypatch.setitem(engine.LOADERS, "fake_quant.json", fake_loader)
+    loaded = engine.load(variant, NAME, "v0.0.9")
+    assert calls == [variant] and loaded.context == 96 and loaded.version == "v0.0.9"
+    engine.load(tiny_root / "models" / "base", NAME, "v0.0.1")
+    assert len(calls) == 1
