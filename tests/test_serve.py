@@ -136,7 +136,7 @@ def test_hot_reload_under_concurrent_load(tiny_root, tiny_model, tmp_path):
                     failures.append(repr(err))
 
     with running_server(sp, repo) as (url, srv):
-        threads = [threading.Thread(target=client, args=(url,)) for _ in range(8)]
+        threads = [threading.Thread(target=client, args=(url,)) for _ in range(20)]  # the 20 clients
         for t in threads:
             t.start()
         time.sleep(0.5)

@@ -40,6 +40,7 @@ class Lineage:
     parent: str | None = None  # the version this one was fine-tuned or quantized from
     metrics: dict = field(default_factory=dict)
     model_hash: str = ""  # filled in by `register`: the key of the stored bytes
+    dvc_model_hash: str = ""  # dvc.lock's md5 of the model when it is a pipeline output (`dvc checkout`)
     variant: str = "full"  # "full", or a quantization method name
     source: str = ""  # the directory it was registered from
     created_at: str = ""
@@ -135,6 +136,8 @@ class Registry:
         lineage = lineage or Lineage()
         lineage.model_hash = dir_hash(model_dir)
         lineage.source = lineage.source or str(model_dir)
+        if model_dir.resolve().is_relative_to(self.root):  # a pipeline output: DVC's cache has it too
+            lineage.dvc_model_hash = dvc_out_hash(self.root, str(model_dir.resolve().relative_to(self.root))) or ""
         lineage.created_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
         if lineage.parent and self.get(name, lineage.parent) is None:
             raise InputError(f"parent version {name}@{lineage.parent} is not registered")
