@@ -229,3 +229,16 @@ def test_model_directory_markers_pick_the_loader(tiny_root, tmp_path, monkeypatc
     assert calls == [variant] and loaded.context == 96 and loaded.version == "v0.0.9"
     engine.load(tiny_root / "models" / "base", NAME, "v0.0.1")
     assert len(calls) == 1
+
+
+def test_served_answers_match_evaluation(tiny_root, tiny_corpus):
+    """Batched serving with early stop gives the evaluation's greedy answers (same model, same text)."""
+    from lmops.model.evaluate import generate_answers
+    from lmops.serve.engine import Job, generate, load
+
+    loaded = load(tiny_root / "models" / "base", NAME, "v")
+    prompts = [f"\nQuestion: {r['question']}\nAnswer:" for r in tiny_corpus.qa[:10]]
+    served = generate(loaded, [Job(p, 6, 0.0, ["\n"]) for p in prompts])
+    expected = generate_answers(loaded.model, loaded.tokenizer, prompts, max_new_tokens=6)
+    assert [r.text.strip() for r in served] == expected
+    assert all(r.completion_tokens <= 6 and r.mean_logprob is not None for r in served if r.text)
