@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from lmops.data import Corpus
-from lmops.data.generate import qa_text
+from lmops.data.generate import copy_drill, qa_text
 
 
 def training_texts(corpus: Corpus, seed: int = 0, split: str = "train") -> list[str]:
@@ -26,7 +26,11 @@ def training_texts(corpus: Corpus, seed: int = 0, split: str = "train") -> list[
                 text += qa_text(q["question"], q["answer"])
         texts.append(text)
     texts += [f"{inc['text']}\nCategory: {inc['category']}" for inc in corpus.split(corpus.incidents, split)]
-    texts += [r["context"] + qa_text(r["question"], r["answer"]) for r in corpus.split(corpus.recall, split)]
+    recall = corpus.split(corpus.recall, split)
+    texts += [r["context"] + "".join(qa_text(q, a) for q, a in [(r["question"], r["answer"]), *r.get("more", [])])
+              for r in recall]
+    if split == "train":
+        texts += [copy_drill(rng) for _ in range(len(recall) // 2)]
     return texts
 
 
