@@ -72,6 +72,9 @@ def test_promote_and_rollback_agree_with_gto(repo, tmp_path):
     assert state == {"champion": "v0.0.1", "challenger": "v0.0.3"}
     assert {v.version: v.aliases for v in reg.versions(NAME)}["v0.0.3"] == ["challenger"]
     assert reg.resolve(NAME).path.is_dir()
+    # A version registered by hand with gto (free-text message) is listed, with an empty lineage.
+    api.register(repo, NAME, ref="HEAD", message="registered by hand")
+    assert reg.versions(NAME)[-1].version == "v0.0.4" and reg.versions(NAME)[-1].lineage.parent is None
 
 
 def test_pipeline_output_records_the_dvc_hash(repo):

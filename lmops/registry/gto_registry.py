@@ -195,8 +195,7 @@ class Registry:
             regs = v.get("registrations") or []
             if not regs:
                 continue
-            lineage = Lineage(**{k: val for k, val in json.loads(regs[-1]["message"] or "{}").items()
-                                 if k in Lineage.__dataclass_fields__})
+            lineage = _lineage(regs[-1]["message"])
             out.append(ModelVersion(name=name, version=v["version"], commit=v["commit_hexsha"], lineage=lineage,
                                     path=self.store / name / lineage.model_hash,
                                     aliases=[a for a, ver in current.items() if ver == v["version"]]))
@@ -231,6 +230,17 @@ class Registry:
             last = max(times).timestamp()
             while time.time() < int(last) + 1:
                 time.sleep(0.05)
+
+
+def _lineage(message: str | None) -> Lineage:
+    """The lineage in a registration tag's message; a version registered by hand with `gto register`
+    has free text there, and gets an empty lineage rather than breaking the listing."""
+    try:
+        raw = json.loads(message or "{}")
+    except ValueError:
+        raw = {}
+    return Lineage(**{k: v for k, v in raw.items() if k in Lineage.__dataclass_fields__}) \
+        if isinstance(raw, dict) else Lineage()
 
 
 def _assignments(events: list[dict], alias: str) -> list[dict]:
