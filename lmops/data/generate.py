@@ -41,6 +41,12 @@ FILLER = ["The shift log was updated at the end of the day.", "Visitors must sig
           "The radio channel for operators is channel four.", "Forklifts keep to the marked lanes.",
           "Hearing protection is needed near the turbines.", "The fire drill is held every month."]
 RECALL_OBJECTS = ["locker", "cabinet", "gate", "panel", "vault", "hatch"]
+# Access codes are word pairs, not digit strings: a word is one token, so copying it back is the
+# single-token look-up that a small model learns fast; digit strings need multi-token matching.
+CODE_WORDS = ("amber azure birch cedar cobalt coral crimson dune ember fern flint frost garnet granite harbor hazel "
+              "indigo ivory jade juniper lagoon lava lemon lilac linen maple marble meadow mint moss nectar oak ochre "
+              "olive onyx opal orchid pebble pine plum quartz raven reed ruby rust saffron sage sand scarlet shadow "
+              "silver slate spruce storm tide topaz umber velvet willow").split()
 
 
 @dataclass
@@ -105,7 +111,7 @@ def qa_text(question: str, answer: str | None = None) -> str:
 
 def _recall_fact(rng: random.Random) -> tuple[str, str, str]:
     obj = f"{rng.choice(RECALL_OBJECTS)} {_word(rng, 1).upper()}-{rng.randint(10, 99)}"
-    code = str(rng.randint(1000, 9999))
+    code = f"{rng.choice(CODE_WORDS)} {rng.choice(CODE_WORDS)}"
     return f"Note: the access code for {obj} is {code}.", f"What is the access code for {obj}?", code
 
 
@@ -125,7 +131,7 @@ def recall_item(rng: random.Random, filler_sentences: int, facts: int = 1) -> di
 def copy_drill(rng: random.Random) -> str:
     """A random string of names and digits, said twice: the second half is pure copying, the
     cheapest signal from which a small model learns to look back and copy (induction)."""
-    words = [f"{_word(rng, 1).upper()}-{rng.randint(10, 99)} {rng.randint(1000, 9999)}" for _ in range(rng.randint(2, 5))]
+    words = [f"{rng.choice(CODE_WORDS)} {rng.choice(CODE_WORDS)}" for _ in range(rng.randint(2, 6))]
     return f"Repeat: {', '.join(words)}. Again: {', '.join(words)}."
 
 
