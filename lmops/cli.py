@@ -40,6 +40,12 @@ def cmd_pretrain(args) -> None:
     pretrain(project=str(Path(args.root).resolve()))
 
 
+def cmd_prompts(args) -> None:
+    from lmops.prompts.cli import run_prompts_command
+
+    run_prompts_command(args, _params(args), Path(args.root))
+
+
 def build_parser() -> argparse.ArgumentParser:
     from lmops.stages import STAGES
 
@@ -62,6 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("pretrain", help="train the base checkpoint from scratch (the `pretrain` params section)")
     p.set_defaults(func=cmd_pretrain)
+
+    from lmops.prompts.cli import add_prompts_parser
+
+    add_prompts_parser(sub, cmd_prompts)
     return parser
 
 
