@@ -99,14 +99,18 @@ def search(backend, data: TaskData, library: dict[str, Template], seed_spec: Pro
     for rnd in tqdm(range(1, cfg.rounds + 1), desc="prompt search", disable=not progress):
         rounds_run = rnd
         history = sorted(scored.values(), key=lambda c: c.score, reverse=True)
-        parents = [c.spec for c in history[:2]]
+        parents = [c.spec for c in history[:3]]
         before = len(scored)
         for text in propose_instructions(backend, library["meta_opro"], task.description, history,
                                          cfg.model_proposals, cfg.temperature, cfg.seed + rnd):
             evaluate(replace(parents[0], instruction=text), rnd, "model")
         for _ in range(cfg.mutations):
-            op = rng.choice(sorted(MUTATIONS))
-            evaluate(MUTATIONS[op](rng.choice(parents), rng, ctx), rnd, op)
+            # One or two operators per child: single steps alone can stall on a plateau of equal scores.
+            ops = rng.sample(sorted(MUTATIONS), rng.choice([1, 2]))
+            spec = rng.choice(parents)
+            for op in ops:
+                spec = MUTATIONS[op](spec, rng, ctx)
+            evaluate(spec, rnd, "+".join(ops))
         new = [c for c in scored.values() if c.round == rnd]
         round_best = max((c.score for c in new), default=0.0)
         trajectory.append({"round": rnd, "best_dev": max(best, round_best), "round_best_dev": round_best,

@@ -30,12 +30,14 @@ def run_loop(pp: PromptsParams, backend, corpus, library, registry, progress: bo
     cfg = LoopConfig(**lp.model_dump(include=set(LoopConfig.__dataclass_fields__) - {"seed"}), seed=pp.seed)
     seed_spec = PromptSpec(**lp.seed_prompt.model_dump())
     result = search(backend, data, library, seed_spec, cfg, progress=progress)
+    search_reads = sorted(set(data.reads))  # proof for the benchmark: selection saw no test item
     # The one and only read of the test split: after selection, for the report.
     examples, test = examples_from(data.split("train"), cfg.max_shots), data.split("test")
     seed_test = score(backend, task, seed_spec, library, test, examples, with_loglik=True)
     best_test = score(backend, task, result.best, library, test, examples, with_loglik=True)
     promoted = register(registry, task, result, seed_spec, best_test, backend, library, data, examples)
-    return {"result": result, "seed_test": seed_test, "best_test": best_test, "promoted": promoted}
+    return {"result": result, "seed_test": seed_test, "best_test": best_test, "promoted": promoted,
+            "search_reads": search_reads}
 
 
 def register(registry, task, result, seed_spec, best_test, backend, library, data, examples) -> bool:
