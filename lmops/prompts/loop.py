@@ -75,7 +75,8 @@ def propose_instructions(backend, meta: Template, description: str, history: lis
     shown = sorted(best_by_instruction.items(), key=lambda kv: kv[1])[-8:]
     prompt = meta.render(task_description=description, history=[{"instruction": i, "score": s} for i, s in shown])
     outs = backend.generate([prompt] * n, 24, temperature=temperature, seed=seed)
-    return [o.strip()[:120] for o in outs]
+    # Keep printable text only: a small model's samples can hold stray bytes that no template wants.
+    return ["".join(ch for ch in o if ch.isprintable()).strip()[:120] for o in outs]
 
 
 def search(backend, data: TaskData, library: dict[str, Template], seed_spec: PromptSpec, cfg: LoopConfig,

@@ -23,13 +23,18 @@ def minilm_path() -> str:
     return str(get_model_path())
 
 
+def load_encoder():
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(minilm_path(), device="cpu")
+
+
 def embed(raws: list[RawPrompt], encoder=None):
     """Features: MiniLM embedding of the message, next to that of the pasted document (empty if
     missing), so both a garbled request and a forgotten document are visible. Shape (N, 768)."""
     import numpy as np
-    from sentence_transformers import SentenceTransformer
 
-    encoder = encoder or SentenceTransformer(minilm_path(), device="cpu")
+    encoder = encoder or load_encoder()
     req = encoder.encode([r.request for r in raws], batch_size=64, normalize_embeddings=True)
     ctx = encoder.encode([r.context for r in raws], batch_size=64, normalize_embeddings=True)
     return np.concatenate([req, ctx], axis=1)

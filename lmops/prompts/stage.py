@@ -66,10 +66,10 @@ def register(registry, task, result, seed_spec, best_test, backend, library, dat
 def run_router(pp: PromptsParams, model, tokenizer, backend, corpus, library, progress: bool = True) -> dict:
     """Pattern 1 end to end: label raw prompts, train classifier and refiner, route, report on test."""
     from lmops.prompts.backends import HFBackend
-    from lmops.prompts.harness import TASKS, PromptSpec, TaskData, render
+    from lmops.prompts.harness import TASKS, Item, PromptSpec, TaskData, render
     from lmops.prompts.raw import raw_prompts
-    from lmops.prompts.router import (QualityClassifier, RefinerConfig, embed, pick_threshold, refine, roc_auc,
-                                      routed, train_refiner)
+    from lmops.prompts.router import (QualityClassifier, RefinerConfig, embed, load_encoder, pick_threshold, refine,
+                                      roc_auc, routed, train_refiner)
 
     rp, task = pp.router, TASKS["kb_qa"]
     data = TaskData(task, corpus, {"train": rp.train_size, "dev": rp.dev_size, "test": rp.test_size}, pp.seed + 1)
@@ -84,10 +84,7 @@ def run_router(pp: PromptsParams, model, tokenizer, backend, corpus, library, pr
 
     direct = {s: correct([library["raw_direct"].render(context=r.context, request=r.request) for r in rs], rs)
               for s, rs in raws.items()}
-    from sentence_transformers import SentenceTransformer
-    from lmops.prompts.router import minilm_path
-
-    encoder = SentenceTransformer(minilm_path(), device="cpu")
+    encoder = load_encoder()
     clf = QualityClassifier().fit(embed(raws["train"], encoder), direct["train"])
     p_ok = {s: clf.predict(embed(raws[s], encoder)) for s in ("dev", "test")}
     cfg = RefinerConfig(rank=rp.refiner_rank, alpha=2 * rp.refiner_rank, steps=rp.refiner_steps, lr=rp.refiner_lr, seed=pp.seed)
@@ -95,7 +92,7 @@ def run_router(pp: PromptsParams, model, tokenizer, backend, corpus, library, pr
     spec, refined = PromptSpec(format=rp.format), {}
     for s in ("dev", "test"):
         questions = refine(refiner, library["refiner"], raws[s], cfg.max_new_tokens)
-        items = [type(it)({"context": r.context, "question": q}, r.answer) for it, r, q in zip(data.split(s), raws[s], questions)]
+        items = [Item({"context": r.context, "question": q}, r.answer) for r, q in zip(raws[s], questions)]
         refined[s] = correct(render(spec, library, items, []), raws[s])
     threshold = pick_threshold(direct["dev"], refined["dev"], p_ok["dev"])  # dev only
     routed_test, share = routed(direct["test"], refined["test"], p_ok["test"], threshold)
