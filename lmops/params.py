@@ -131,7 +131,7 @@ class PromptsParams(Section):
     templates: str = "prompts"
     registry: str = "prompt_registry/registry.json"
     seed: int = 0
-    threads: int = Field(2, ge=1)
+    threads: int = Field(1, ge=1)
     backend: BackendParams = BackendParams()
     loop: PromptLoopParams = PromptLoopParams()
     router: RouterParams = RouterParams()

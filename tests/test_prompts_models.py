@@ -12,9 +12,7 @@ from lmops.io import InputError
 from tests.conftest import ROOT, TINY
 from tests.openai_server import serve
 
-SMALL = {"templates": str(ROOT / "prompts"), "threads": 1,
-         "loop": {"rounds": 2, "minibatch": 6, "dev_size": 10, "test_size": 10, "model_proposals": 1, "mutations": 2},
-         "router": {"train_size": 24, "dev_size": 12, "test_size": 12, "refiner_pairs": 40, "refiner_steps": 5}}
+SMALL = {**TINY["prompts"], "templates": str(ROOT / "prompts")}  # tiny_root has no prompts/ of its own
 
 
 @pytest.fixture(scope="module")
@@ -106,14 +104,23 @@ def test_unreachable_backend_fails_after_bounded_retry():
     assert time.time() - start < 10
 
 
-def test_stage_writes_the_contract_and_registers(tiny_root, server, monkeypatch):
+@pytest.fixture(scope="module")
+def staged(tiny_root):
+    """The stage run once on the tiny project with the local backend: (config, metrics)."""
     from lmops.params import validate
-    from lmops.prompts.registry import PromptRegistry
     from lmops.prompts.stage import stage_prompts
 
     cfg = copy.deepcopy(TINY)
     cfg["prompts"] = SMALL
-    metrics = stage_prompts(validate(cfg), tiny_root)
+    return cfg, stage_prompts(validate(cfg), tiny_root)
+
+
+def test_stage_writes_the_contract_and_registers(tiny_root, staged, server, monkeypatch):
+    from lmops.params import validate
+    from lmops.prompts.registry import PromptRegistry
+    from lmops.prompts.stage import stage_prompts
+
+    cfg, metrics = staged
     on_disk = json.loads((tiny_root / "metrics" / "prompts.json").read_text())
     assert on_disk == metrics
     assert set(metrics) == {"loop", "router"}
@@ -130,3 +137,23 @@ def test_stage_writes_the_contract_and_registers(tiny_root, server, monkeypatch)
     cfg["prompts"] = {**SMALL, "backend": {"type": "openai"}, "loop": {**SMALL["loop"], "rounds": 1}}
     remote = stage_prompts(validate(cfg), tiny_root)
     assert set(remote["router"]) == set(metrics["router"])
+
+
+def test_flow_task_publishes_artifacts(tiny_root, staged, prefect_server):
+    import anyio
+    from prefect import flow
+    from prefect.client.orchestration import get_client
+
+    from tasks.prompts import publish_prompts
+
+    @flow
+    def publish() -> dict:
+        return publish_prompts(str(tiny_root))
+
+    assert publish() == staged[1]
+
+    async def artifact_keys():
+        async with get_client() as client:
+            return {a.key for a in await client.read_artifacts()}
+
+    assert {"prompts-report", "prompts-trajectory", "prompts-trajectory-plot", "prompts-metrics"} <= anyio.run(artifact_keys)
