@@ -92,21 +92,21 @@ class BackendParams(Section):
 
 
 class SeedPromptParams(Section):
-    format: str = "kb_qa_short"
-    instruction: str = "Answer the question using the document below."
+    format: str = "incident_chat"
+    instruction: str = "You are a plant assistant. Route this incident."
     shots: int = Field(0, ge=0)
-    question_first: bool = True
+    question_first: bool = False
 
 
 class PromptLoopParams(Section):
     """Pattern 2: the APE/OPRO-style self-refining loop."""
-    task: Literal["kb_qa", "incident_category"] = "kb_qa"
+    task: Literal["kb_qa", "incident_category"] = "incident_category"
     seed_prompt: SeedPromptParams = SeedPromptParams()
-    rounds: int = Field(6, ge=1)
+    rounds: int = Field(8, ge=1)
     model_proposals: int = Field(2, ge=0)
-    mutations: int = Field(3, ge=0)
+    mutations: int = Field(4, ge=0)
     minibatch: int = Field(32, ge=1)
-    patience: int = Field(3, ge=1)
+    patience: int = Field(4, ge=1)
     finalists: int = Field(3, ge=1)
     max_shots: int = Field(2, ge=0)
     temperature: float = Field(1.0, gt=0)
@@ -116,14 +116,16 @@ class PromptLoopParams(Section):
 
 class RouterParams(Section):
     """Pattern 1: quality classifier + LoRA refiner over messy raw user prompts."""
+    task: Literal["kb_qa", "incident_category"] = "incident_category"
     train_size: int = Field(300, ge=0)  # labelled raw prompts for the classifier
     dev_size: int = Field(150, ge=0)  # threshold selection
     test_size: int = Field(200, ge=0)
     refiner_pairs: int = Field(1500, ge=1)  # (raw request -> clean question) pairs for the LoRA
-    refiner_steps: int = Field(300, ge=1)
+    refiner_steps: int = Field(250, ge=1)
     refiner_rank: int = Field(8, ge=1)
     refiner_lr: float = Field(3e-3, gt=0, lt=1)
-    format: str = "kb_qa_trained"  # the production template refined prompts are rendered with
+    refiner_max_new_tokens: int = Field(48, ge=1)  # a tidy incident report is ~40 tokens
+    format: str = "incident_trained"  # the production template refined prompts are rendered with
 
 
 class PromptsParams(Section):

@@ -72,12 +72,19 @@ def test_router_sends_low_scores_to_the_refiner():
 
 
 def test_raw_prompts_are_messy_but_answerable(tiny_corpus):
-    from lmops.prompts.raw import STYLES, raw_prompts
+    from lmops.prompts.harness import TASKS, TaskData
+    from lmops.prompts.raw import INCIDENT_STYLES, STYLES, raw_prompts
 
     raws = raw_prompts(_data(tiny_corpus, {"train": 200}).split("train"), seed=0)
     assert {r.style for r in raws} == set(STYLES)
     assert all(r.context == "" for r in raws if r.style == "no_context")
-    assert sum(r.request != f"Question: {r.question}\nAnswer:" for r in raws) > len(raws) // 2
+    assert sum(r.request != f"Question: {r.target}\nAnswer:" for r in raws) > len(raws) // 2
+    items = TaskData(TASKS["incident_category"], tiny_corpus, {"train": 80}).split("train")
+    raws = raw_prompts(items, seed=0, task="incident_category")
+    assert {r.style for r in raws} == set(INCIDENT_STYLES)
+    for it, r in zip(items, raws):  # the tidy target keeps the equipment and both symptoms
+        assert r.target.startswith("Incident report INC-0000 on the ") and r.answer == it.answer
+        assert r.target.split(" on the ")[1].split(".")[0] in it.vars["report"]
 
 
 def test_openai_backend_matches_the_local_model(server, tiny_model):

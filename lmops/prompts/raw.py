@@ -1,10 +1,13 @@
-"""Realistic raw user prompts for knowledge-base QA: what people actually type. Each raw prompt
-keeps the pasted document (`context`, empty when the user forgot it) and the message (`request`),
-and remembers the clean question it stands for (the refiner's training target)."""
+"""Realistic raw user prompts: what people actually type, for knowledge-base QA and for incident
+routing. Each raw prompt keeps the pasted document (`context`, empty when there is none or the user
+forgot it) and the message (`request`), and remembers the clean text it stands for (`target`, the
+refiner's training target): the question for QA, a tidy incident report for routing."""
 from __future__ import annotations
 
 import random
+import re
 from dataclasses import dataclass
+from typing import Callable
 
 from lmops.prompts.harness import Item
 
@@ -28,7 +31,7 @@ STYLES = {"clean": 0.25, "bare": 0.12, "typo": 0.18, "casual": 0.22, "wrong_form
 class RawPrompt:
     context: str
     request: str
-    question: str  # the clean question behind it
+    target: str  # the clean text behind it: what the refiner should write
     answer: str
     style: str
 
@@ -56,7 +59,7 @@ def casual(question: str, rng: random.Random) -> str:
     return question.lower()
 
 
-def make_raw(item: Item, rng: random.Random) -> RawPrompt:
+def make_kb_raw(item: Item, rng: random.Random) -> RawPrompt:
     q, doc = item.vars["question"], item.vars["context"]
     style = rng.choices(list(STYLES), weights=list(STYLES.values()))[0]
     name = entity_of(q)
@@ -71,6 +74,43 @@ def make_raw(item: Item, rng: random.Random) -> RawPrompt:
     return RawPrompt("" if style == "no_context" else doc, request, q, item.answer, style)
 
 
-def raw_prompts(items: list[Item], seed: int) -> list[RawPrompt]:
+INCIDENT_CASUAL = ["the {kind} {name} has {a}, also {b}. what's wrong?", "{name}: {a} + {b}. which category?",
+                   "hey, {a} and {b} on {name} ({kind}), pls route", "{kind} {name} - {a}, {b}",
+                   "got {a} and {b} at the {kind} {name}, who handles this"]
+INCIDENT_WRONG = ["Which category is this incident? {r}", "REPORT >> {r} << type?", "Classify: {r}", "{r}\nwhat kind of problem"]
+INCIDENT_STYLES = {"clean": 0.25, "bare": 0.15, "typo": 0.18, "casual": 0.2, "wrong_format": 0.14, "no_context": 0.08}
+_INCIDENT = re.compile(r"on the (\w+) (\S+)\. Operators observed (.+?) and (.+?)\. The ")
+
+
+def incident_target(kind: str, name: str, a: str, b: str) -> str:
+    """The tidy report the routing model reads best (its training format, with the ids blanked)."""
+    return f"Incident report INC-0000 on the {kind} {name}. Operators observed {a} and {b}. The team checked it."
+
+
+def make_incident_raw(item: Item, rng: random.Random) -> RawPrompt:
+    report = item.vars["report"]
+    kind, name, a, b = _INCIDENT.search(report).groups()
+    style = rng.choices(list(INCIDENT_STYLES), weights=list(INCIDENT_STYLES.values()))[0]
+    request = {
+        "clean": lambda: f"{report}\nCategory:",
+        "bare": lambda: report,
+        "typo": lambda: typos(report, rng, 0.15, keep=name) + ("\nCategory:" if rng.random() < 0.5 else ""),
+        "casual": lambda: typos(rng.choice(INCIDENT_CASUAL).format(kind=kind, name=name, a=a, b=b), rng, 0.1, keep=name),
+        "wrong_format": lambda: rng.choice(INCIDENT_WRONG).format(r=report),
+        "no_context": lambda: rng.choice(["which category is this incident? see attached", f"problem with {name}, route it"]),
+    }[style]()
+    return RawPrompt("", request, incident_target(kind, name, a, b), item.answer, style)
+
+
+RAW_MAKERS: dict[str, Callable[[Item, random.Random], RawPrompt]] = {"kb_qa": make_kb_raw,
+                                                                     "incident_category": make_incident_raw}
+# How a refined text fills the task's production template.
+EFFECTIVE_VARS: dict[str, Callable[[RawPrompt, str], dict]] = {
+    "kb_qa": lambda raw, text: {"context": raw.context, "question": text},
+    "incident_category": lambda raw, text: {"report": text},
+}
+
+
+def raw_prompts(items: list[Item], seed: int, task: str = "kb_qa") -> list[RawPrompt]:
     rng = random.Random(seed)
-    return [make_raw(it, rng) for it in items]
+    return [RAW_MAKERS[task](it, rng) for it in items]

@@ -7,7 +7,7 @@ import io
 import random
 from pathlib import Path
 
-from lmops.io import write_json, write_text
+from lmops.io import InputError, write_json, write_text
 from lmops.params import Params, PromptsParams
 
 METRICS = Path("metrics/prompts.json")
@@ -67,17 +67,19 @@ def run_router(pp: PromptsParams, model, tokenizer, backend, corpus, library, pr
     """Pattern 1 end to end: label raw prompts, train classifier and refiner, route, report on test."""
     from lmops.prompts.backends import HFBackend
     from lmops.prompts.harness import TASKS, Item, PromptSpec, TaskData, render
-    from lmops.prompts.raw import raw_prompts
+    from lmops.prompts.raw import EFFECTIVE_VARS, raw_prompts
     from lmops.prompts.router import (QualityClassifier, RefinerConfig, embed, load_encoder, pick_threshold, refine,
                                       roc_auc, routed, train_refiner)
 
-    rp, task = pp.router, TASKS["kb_qa"]
+    rp, task = pp.router, TASKS[pp.router.task]
+    if library[rp.format].task != task.name:
+        raise InputError(f"prompts.router.format {rp.format!r} ({library[rp.format].path}) is not a {task.name} template")
     data = TaskData(task, corpus, {"train": rp.train_size, "dev": rp.dev_size, "test": rp.test_size}, pp.seed + 1)
-    raws = {s: raw_prompts(data.split(s), pp.seed + i) for i, s in enumerate(("train", "dev", "test"))}
+    raws = {s: raw_prompts(data.split(s), pp.seed + i, task.name) for i, s in enumerate(("train", "dev", "test"))}
     train_items = data.split("train")
     pair_rng = random.Random(pp.seed + 7)
-    pairs = [(r.request, r.question) for r in raw_prompts([pair_rng.choice(train_items) for _ in range(rp.refiner_pairs)],
-                                                          pp.seed + 11)]
+    pairs = [(r.request, r.target) for r in raw_prompts([pair_rng.choice(train_items) for _ in range(rp.refiner_pairs)],
+                                                        pp.seed + 11, task.name)]
 
     def correct(prompts, rs):
         return [task.correct(p, r.answer) for p, r in zip(backend.generate(prompts, task.max_new_tokens), rs)]
@@ -87,12 +89,13 @@ def run_router(pp: PromptsParams, model, tokenizer, backend, corpus, library, pr
     encoder = load_encoder()
     clf = QualityClassifier().fit(embed(raws["train"], encoder), direct["train"])
     p_ok = {s: clf.predict(embed(raws[s], encoder)) for s in ("dev", "test")}
-    cfg = RefinerConfig(rank=rp.refiner_rank, alpha=2 * rp.refiner_rank, steps=rp.refiner_steps, lr=rp.refiner_lr, seed=pp.seed)
+    cfg = RefinerConfig(rank=rp.refiner_rank, alpha=2 * rp.refiner_rank, steps=rp.refiner_steps, lr=rp.refiner_lr,
+                        max_new_tokens=rp.refiner_max_new_tokens, seed=pp.seed)
     refiner = HFBackend(train_refiner(model, tokenizer, library["refiner"], pairs, cfg, progress), tokenizer)
     spec, refined = PromptSpec(format=rp.format), {}
     for s in ("dev", "test"):
-        questions = refine(refiner, library["refiner"], raws[s], cfg.max_new_tokens)
-        items = [Item({"context": r.context, "question": q}, r.answer) for r, q in zip(raws[s], questions)]
+        texts = refine(refiner, library["refiner"], raws[s], cfg.max_new_tokens)
+        items = [Item(EFFECTIVE_VARS[task.name](r, text), r.answer) for r, text in zip(raws[s], texts)]
         refined[s] = correct(render(spec, library, items, []), raws[s])
     threshold = pick_threshold(direct["dev"], refined["dev"], p_ok["dev"])  # dev only
     routed_test, share = routed(direct["test"], refined["test"], p_ok["test"], threshold)
@@ -187,7 +190,7 @@ Top candidates (dev minibatch):
 |---|---|---|---|---|---|---|
 {cands}
 
-## Route, then refine (held-out raw prompts)
+## Route, then refine ({pp.router.task}, held-out raw prompts)
 | set-up | test accuracy |
 |---|---|
 | direct | {router['direct_test']:.3f} |
