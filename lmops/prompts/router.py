@@ -30,15 +30,18 @@ def load_encoder():
 
 
 def embed(raws: list[RawPrompt], encoder=None):
-    """Features: the MiniLM embedding of the message plus one flag for a pasted document, so both a
-    garbled request and a forgotten document are visible. (Embedding the document itself costs
-    most of the encoder time and adds nothing: every document reads alike.) Shape (N, 385)."""
+    """Features: MiniLM embeddings of the whole message and of its last line (where a prompt's cue,
+    "Answer:" or "Category:", lives, and which a whole-message embedding dilutes away), plus one flag
+    for a pasted document. (Embedding the document itself costs most of the encoder time and adds
+    nothing: every document reads alike.) Shape (N, 769)."""
     import numpy as np
 
     encoder = encoder or load_encoder()
-    req = encoder.encode([r.request for r in raws], batch_size=64, normalize_embeddings=True)
-    has_context = np.array([[1.0 if r.context.strip() else 0.0] for r in raws], dtype=req.dtype)
-    return np.concatenate([req, has_context], axis=1)
+    whole = encoder.encode([r.request for r in raws], batch_size=64, normalize_embeddings=True)
+    tail = encoder.encode([r.request.strip().rsplit("\n", 1)[-1][-80:] for r in raws], batch_size=64,
+                          normalize_embeddings=True)
+    has_context = np.array([[1.0 if r.context.strip() else 0.0] for r in raws], dtype=whole.dtype)
+    return np.concatenate([whole, tail, has_context], axis=1)
 
 
 class QualityClassifier:
