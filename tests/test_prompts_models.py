@@ -134,16 +134,20 @@ def test_stage_writes_the_contract_and_registers(tiny_root, staged, server, monk
     assert set(metrics["loop"]) == {"seed_test", "best_test", "best_dev", "rounds", "candidates_scored"}
     assert set(metrics["router"]) == {"direct_test", "always_refine_test", "routed_test", "classifier_auc", "routed_share"}
     reg = PromptRegistry.open(tiny_root / "prompt_registry" / "registry.json")
-    assert reg.get("kb_qa@candidate")["scores"]["dev"] == metrics["loop"]["best_dev"]
-    assert reg.get("kb_qa@production")
+    assert reg.get("incident_category@candidate")["scores"]["dev"] == metrics["loop"]["best_dev"]
+    assert reg.get("incident_category@production")
     for out in ("plots/prompts_trajectory.csv", "plots/prompts_trajectory.png", "reports/prompts.md"):
         assert (tiny_root / out).stat().st_size > 0
     # The same stage against the OpenAI-compatible server, its URL and model from the environment.
     monkeypatch.setenv("LMOPS_OPENAI_URL", server)
     monkeypatch.setenv("LMOPS_OPENAI_MODEL", "tiny")
-    cfg["prompts"] = {**SMALL, "backend": {"type": "openai"}, "loop": {**SMALL["loop"], "rounds": 1}}
+    # ... on the knowledge-base QA task this time, so both tasks run end to end.
+    cfg["prompts"] = {**SMALL, "backend": {"type": "openai"},
+                      "loop": {**SMALL["loop"], "task": "kb_qa", "seed_prompt": {"format": "kb_qa_short"}},
+                      "router": {**SMALL["router"], "task": "kb_qa", "format": "kb_qa_trained"}}
     remote = stage_prompts(validate(cfg), tiny_root)
     assert set(remote["router"]) == set(metrics["router"])
+    assert PromptRegistry.open(tiny_root / "prompt_registry" / "registry.json").get("kb_qa@candidate")
 
 
 def test_flow_task_publishes_artifacts(tiny_root, staged, prefect_server):
