@@ -63,6 +63,12 @@ def cmd_models(args) -> None:
     run_models(args, _params(args).serve, Path(args.root))
 
 
+def cmd_prompts(args) -> None:
+    from lmops.prompts.cli import run_prompts_command
+
+    run_prompts_command(args, _params(args), Path(args.root))
+
+
 def build_parser() -> argparse.ArgumentParser:
     from lmops.stages import STAGES
 
@@ -99,6 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
     from lmops.registry.cli import add_models_parser
 
     add_models_parser(sub).set_defaults(func=cmd_models)
+    from lmops.prompts.cli import add_prompts_parser
+
+    add_prompts_parser(sub, cmd_prompts)
     return parser
 
 

@@ -127,6 +127,63 @@ class SimulateParams(Section):
         if self.topic.share + self.style.share + self.ood.share > 1:
             raise ValueError("topic.share + style.share + ood.share must be at most 1")
         return self
+class BackendParams(Section):
+    """The language model that answers prompts: the local model, or an OpenAI-compatible endpoint
+    (URL and model from here or from $LMOPS_OPENAI_URL / $LMOPS_OPENAI_MODEL)."""
+    type: Literal["hf", "openai"] = "hf"
+    url: str | None = None
+    model: str | None = None
+    retries: int = Field(3, ge=1)  # attempts before a clear "unreachable" error
+    timeout: float = Field(30.0, gt=0)
+    batch_size: int = Field(16, ge=1)
+
+
+class SeedPromptParams(Section):
+    format: str = "incident_chat"
+    instruction: str = "You are a plant assistant. Route this incident."
+    shots: int = Field(0, ge=0)
+    question_first: bool = False
+
+
+class PromptLoopParams(Section):
+    """Pattern 2: the APE/OPRO-style self-refining loop."""
+    task: Literal["kb_qa", "incident_category"] = "incident_category"
+    seed_prompt: SeedPromptParams = SeedPromptParams()
+    rounds: int = Field(8, ge=1)
+    model_proposals: int = Field(2, ge=0)
+    mutations: int = Field(4, ge=0)
+    minibatch: int = Field(32, ge=1)
+    patience: int = Field(4, ge=1)
+    finalists: int = Field(3, ge=1)
+    max_shots: int = Field(2, ge=0)
+    temperature: float = Field(1.0, gt=0)
+    dev_size: int = Field(120, ge=0)
+    test_size: int = Field(200, ge=0)
+
+
+class RouterParams(Section):
+    """Pattern 1: quality classifier + LoRA refiner over messy raw user prompts."""
+    task: Literal["kb_qa", "incident_category"] = "incident_category"
+    train_size: int = Field(300, ge=0)  # labelled raw prompts for the classifier
+    dev_size: int = Field(150, ge=0)  # threshold selection
+    test_size: int = Field(200, ge=0)
+    refiner_pairs: int = Field(1500, ge=1)  # (raw request -> clean question) pairs for the LoRA
+    refiner_steps: int = Field(250, ge=1)
+    refiner_rank: int = Field(8, ge=1)
+    refiner_lr: float = Field(3e-3, gt=0, lt=1)
+    refiner_max_new_tokens: int = Field(48, ge=1)  # a tidy incident report is ~40 tokens
+    format: str = "incident_trained"  # the production template refined prompts are rendered with
+
+
+class PromptsParams(Section):
+    model: str = "models/base"
+    templates: str = "prompts"
+    registry: str = "prompt_registry/registry.json"
+    seed: int = 0
+    threads: int = Field(1, ge=1)
+    backend: BackendParams = BackendParams()
+    loop: PromptLoopParams = PromptLoopParams()
+    router: RouterParams = RouterParams()
 
 
 class Params(Section):
@@ -136,6 +193,7 @@ class Params(Section):
     pretrain: PretrainParams = PretrainParams()
     serve: ServeParams = ServeParams()
     simulate: SimulateParams = SimulateParams()
+    prompts: PromptsParams = PromptsParams()
 
 
 class ParamsError(ValueError):

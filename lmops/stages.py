@@ -11,6 +11,7 @@ from typing import Callable
 
 from lmops.io import read_json, write_json, write_text
 from lmops.params import Params, TrainParams
+from lmops.prompts.stage import stage_prompts  # light at import time: heavy imports are inside
 
 CORPUS = Path("data/corpus")
 BASE_MODEL = Path("models/base")
@@ -121,6 +122,7 @@ STAGES: dict[str, Callable[[Params, Path], dict]] = {
     "data": stage_data,
     "train": stage_train,
     "evaluate": stage_evaluate,
+    "prompts": stage_prompts,
 }
 
 

@@ -17,6 +17,9 @@ TINY = {
                                           "kv_heads": 2, "intermediate_size": 64},
               "context": 96, "steps": 30, "batch_size": 8, "lr": 0.003, "warmup": 2, "threads": 1},
     "evaluate": {"max_items": 8, "ppl_tokens": 512, "max_new_tokens": 6, "threads": 1},
+    "prompts": {"threads": 1,
+                "loop": {"rounds": 1, "minibatch": 4, "dev_size": 6, "test_size": 6, "model_proposals": 1, "mutations": 2},
+                "router": {"train_size": 16, "dev_size": 8, "test_size": 8, "refiner_pairs": 20, "refiner_steps": 3}},
 }
 
 

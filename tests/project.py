@@ -30,7 +30,7 @@ def dvc(args: list[str], cwd: Path) -> str:
 def make_project(dest: Path, params: dict | None = None) -> Path:
     """Copy the pipeline definition and code into `dest` as a fresh git + DVC repo with tiny params."""
     dest.mkdir(parents=True, exist_ok=True)
-    for name in ("dvc.yaml", "lmops"):
+    for name in ("dvc.yaml", "lmops", "prompts"):
         src = ROOT / name
         (shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
          if src.is_dir() else shutil.copy(src, dest / name))

@@ -1,0 +1,170 @@
+"""The harness, both optimizers and both backends on the tiny model, with an OpenAI-compatible
+server on loopback serving it."""
+from __future__ import annotations
+
+import copy
+import json
+import time
+
+import pytest
+
+from lmops.io import InputError
+from tests.conftest import ROOT, TINY
+from tests.openai_server import serve
+
+SMALL = {**TINY["prompts"], "templates": str(ROOT / "prompts")}  # tiny_root has no prompts/ of its own
+
+
+@pytest.fixture(scope="module")
+def server(tiny_model):
+    with serve(*tiny_model) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def library():
+    from lmops.prompts.templates import load_library
+
+    return load_library(ROOT / "prompts")
+
+
+def _data(corpus, sizes=None):
+    from lmops.prompts.harness import TASKS, TaskData
+
+    return TaskData(TASKS["kb_qa"], corpus, sizes or {"train": 2, "dev": 8, "test": 8})
+
+
+def test_loop_never_reads_the_test_split(tiny_model, tiny_corpus, library):
+    from lmops.prompts.backends import HFBackend
+    from lmops.prompts.harness import PromptSpec, TaskData
+    from lmops.prompts.loop import LoopConfig, search
+
+    class NoTest(TaskData):
+        def split(self, name):
+            if name == "test":
+                raise AssertionError("the loop read the test split")
+            return super().split(name)
+
+    data = NoTest(**vars(_data(tiny_corpus)))
+    res = search(HFBackend(*tiny_model), data, library, PromptSpec("kb_qa_short", "Answer.", 0, True),
+                 LoopConfig(rounds=2, minibatch=4, model_proposals=1, mutations=3, finalists=2), progress=False)
+    assert set(data.reads) == {"train", "dev"}
+    assert res.candidates_scored >= 2 and len(res.trajectory) == res.rounds + 1
+    assert res.best_dev >= res.seed_dev  # the seed is always a finalist: the winner never loses on dev
+
+
+def test_empty_split_is_a_clear_error(tiny_corpus):
+    with pytest.raises(InputError, match="kb_qa.*the dev split is empty"):
+        _data(tiny_corpus, {"train": 2, "dev": 0, "test": 8}).split("dev")
+
+
+def test_router_sends_low_scores_to_the_refiner():
+    from lmops.prompts.router import pick_threshold, routed
+
+    direct = [True, True, False, False]  # the model answers the first two raw prompts
+    refined = [False, True, True, True]  # the refiner fixes the last two but breaks the first
+    p_ok = [0.9, 0.8, 0.2, 0.1]  # the classifier's P(correct)
+    assert routed(direct, refined, p_ok, 0.5) == (1.0, 0.5)  # only the low-scored two are refined
+    assert routed(direct, refined, p_ok, 0.0) == (0.5, 0.0)  # direct
+    assert routed(direct, refined, p_ok, 1.1) == (0.75, 1.0)  # always refine
+    t = pick_threshold(direct, refined, p_ok)
+    assert 0.2 < t <= 0.8
+
+
+def test_raw_prompts_are_messy_but_answerable(tiny_corpus):
+    from lmops.prompts.harness import TASKS, TaskData
+    from lmops.prompts.raw import INCIDENT_STYLES, STYLES, raw_prompts
+
+    raws = raw_prompts(_data(tiny_corpus, {"train": 200}).split("train"), seed=0)
+    assert {r.style for r in raws} == set(STYLES)
+    assert all(r.context == "" for r in raws if r.style == "no_context")
+    assert sum(r.request != f"Question: {r.target}\nAnswer:" for r in raws) > len(raws) // 2
+    items = TaskData(TASKS["incident_category"], tiny_corpus, {"train": 80}).split("train")
+    raws = raw_prompts(items, seed=0, task="incident_category")
+    assert {r.style for r in raws} == set(INCIDENT_STYLES)
+    for it, r in zip(items, raws):  # the tidy target keeps the equipment and both symptoms
+        assert r.target.startswith("Incident report INC-0000 on the ") and r.answer == it.answer
+        assert r.target.split(" on the ")[1].split(".")[0] in it.vars["report"]
+
+
+def test_openai_backend_matches_the_local_model(server, tiny_model):
+    from lmops.prompts.backends import HFBackend, OpenAIBackend
+
+    prompts = ["The pump Kavin-101 is made by Rosol Works.\nQuestion: Who makes Kavin-101?\nAnswer:", "Incident"]
+    local, remote = HFBackend(*tiny_model, batch_size=1), OpenAIBackend(server, "tiny")
+    assert remote.generate(prompts, 6) == local.generate(prompts, 6)
+    ll_local, ll_remote = local.loglik(prompts, [" Rosol Works", " report"]), remote.loglik(prompts, [" Rosol Works", " report"])
+    assert ll_remote == pytest.approx(ll_local, abs=1e-3) and all(x < 0 for x in ll_local)
+
+
+def test_unreachable_backend_fails_after_bounded_retry():
+    import socket
+
+    from lmops.prompts.backends import BackendError, OpenAIBackend
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    start = time.time()
+    with pytest.raises(BackendError, match=rf"127\.0\.0\.1:{port}/v1/completions is unreachable after 3 attempts"):
+        OpenAIBackend(f"http://127.0.0.1:{port}", "m", retries=3, backoff=0.01, timeout=2).generate(["x"], 2)
+    assert time.time() - start < 10
+
+
+@pytest.fixture(scope="module")
+def staged(tiny_root):
+    """The stage run once on the tiny project with the local backend: (config, metrics)."""
+    from lmops.params import validate
+    from lmops.prompts.stage import stage_prompts
+
+    cfg = copy.deepcopy(TINY)
+    cfg["prompts"] = SMALL
+    return cfg, stage_prompts(validate(cfg), tiny_root)
+
+
+def test_stage_writes_the_contract_and_registers(tiny_root, staged, server, monkeypatch):
+    from lmops.params import validate
+    from lmops.prompts.registry import PromptRegistry
+    from lmops.prompts.stage import stage_prompts
+
+    cfg, metrics = staged
+    on_disk = json.loads((tiny_root / "metrics" / "prompts.json").read_text())
+    assert on_disk == metrics
+    assert set(metrics) == {"loop", "router"}
+    assert set(metrics["loop"]) == {"seed_test", "best_test", "best_dev", "rounds", "candidates_scored"}
+    assert set(metrics["router"]) == {"direct_test", "always_refine_test", "routed_test", "classifier_auc", "routed_share"}
+    reg = PromptRegistry.open(tiny_root / "prompt_registry" / "registry.json")
+    assert reg.get("incident_category@candidate")["scores"]["dev"] == metrics["loop"]["best_dev"]
+    assert reg.get("incident_category@production")
+    for out in ("plots/prompts_trajectory.csv", "plots/prompts_trajectory.png", "reports/prompts.md"):
+        assert (tiny_root / out).stat().st_size > 0
+    # The same stage against the OpenAI-compatible server, its URL and model from the environment.
+    monkeypatch.setenv("LMOPS_OPENAI_URL", server)
+    monkeypatch.setenv("LMOPS_OPENAI_MODEL", "tiny")
+    # ... on the knowledge-base QA task this time, so both tasks run end to end.
+    cfg["prompts"] = {**SMALL, "backend": {"type": "openai"},
+                      "loop": {**SMALL["loop"], "task": "kb_qa", "seed_prompt": {"format": "kb_qa_short"}},
+                      "router": {**SMALL["router"], "task": "kb_qa", "format": "kb_qa_trained"}}
+    remote = stage_prompts(validate(cfg), tiny_root)
+    assert set(remote["router"]) == set(metrics["router"])
+    assert PromptRegistry.open(tiny_root / "prompt_registry" / "registry.json").get("kb_qa@candidate")
+
+
+def test_flow_task_publishes_artifacts(tiny_root, staged, prefect_server):
+    import anyio
+    from prefect import flow
+    from prefect.client.orchestration import get_client
+
+    from tasks.prompts import publish_prompts
+
+    @flow
+    def publish() -> dict:
+        return publish_prompts(str(tiny_root))
+
+    assert publish() == staged[1]
+
+    async def artifact_keys():
+        async with get_client() as client:
+            return {a.key for a in await client.read_artifacts()}
+
+    assert {"prompts-report", "prompts-trajectory", "prompts-trajectory-plot", "prompts-metrics"} <= anyio.run(artifact_keys)
