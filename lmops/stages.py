@@ -11,6 +11,7 @@ from typing import Callable
 
 from lmops.io import read_json, write_json, write_text
 from lmops.params import Params, TrainParams
+from lmops.quant.stage import stage_quantize
 
 CORPUS = Path("data/corpus")
 BASE_MODEL = Path("models/base")
@@ -112,6 +113,7 @@ STAGES: dict[str, Callable[[Params, Path], dict]] = {
     "data": stage_data,
     "train": stage_train,
     "evaluate": stage_evaluate,
+    "quantize": stage_quantize,
 }
 
 

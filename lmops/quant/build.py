@@ -1,0 +1,94 @@
+"""Build one variant of the grid from the base model: a registry from weight-config type to a builder
+that returns (model, tokenizer, save format). In-place schemes go through `quantize_`; bitsandbytes
+schemes load through `BitsAndBytesConfig`; QAT and QLoRA fine-tune on the corpus' train split."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from lmops.quant.config import BnbConfig, LoraSpec, QATConfig, QLoRAConfig, Scheme
+
+
+@dataclass
+class BuildContext:
+    base: Path  # the Hugging Face directory of the model to quantize
+    calib: list = field(default_factory=list)  # (1, T) token tensors of the calibration (val) split
+    train_texts: list[str] = field(default_factory=list)  # fine-tune texts (train split)
+    context: int = 256
+    threads: int = 1
+    seed: int = 0
+
+
+def _in_place(config, ctx: BuildContext):
+    from lmops.model.build import load_model
+    from lmops.quant.api import quantize_
+
+    model, tokenizer = load_model(ctx.base)  # float32
+    return quantize_(model, config, ctx.calib), tokenizer, "torch"
+
+
+def _bnb_config(mode: str, double_quant: bool):
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    if mode == "int8":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=double_quant,
+                              bnb_4bit_compute_dtype=torch.bfloat16)
+
+
+def _bnb(config: BnbConfig, ctx: BuildContext):
+    import torch
+
+    from lmops.model.build import load_model
+
+    model, tokenizer = load_model(ctx.base, quantization_config=_bnb_config(config.mode, config.double_quant),
+                                  dtype=torch.bfloat16)
+    return model, tokenizer, "hf"
+
+
+def _lora_model(model, lora: LoraSpec, seed: int):
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from lmops.quant.api import target_linears
+
+    torch.manual_seed(seed)
+    targets = sorted({name.rsplit(".", 1)[-1] for name in target_linears(model)})
+    return get_peft_model(model, LoraConfig(r=lora.rank, lora_alpha=lora.alpha, lora_dropout=0.0,
+                                            target_modules=targets, bias="none"))
+
+
+def _fine_tune(model, tokenizer, ctx: BuildContext, steps: int, lr: float, batch_size: int) -> None:
+    from lmops.model.train import train_lm
+
+    train_lm(model, tokenizer, ctx.train_texts, context=ctx.context, steps=steps, batch_size=batch_size, lr=lr,
+             warmup=min(5, steps // 4), weight_decay=0.0, seed=ctx.seed, threads=ctx.threads)
+
+
+def _qat(config: QATConfig, ctx: BuildContext):
+    from lmops.model.build import load_model
+    from lmops.quant import qat
+
+    model, tokenizer = load_model(ctx.base)
+    qat.prepare(model, config)
+    if config.lora:
+        model = _lora_model(model, config.lora, ctx.seed)  # base frozen at its fake-quantized values
+    _fine_tune(model, tokenizer, ctx, config.steps, config.lr, config.batch_size)
+    return qat.convert(model), tokenizer, "torch"
+
+
+def _qlora(config: QLoRAConfig, ctx: BuildContext):
+    model, tokenizer, _ = _bnb(BnbConfig("nf4", config.double_quant), ctx)
+    model = _lora_model(model, config.lora, ctx.seed)
+    _fine_tune(model, tokenizer, ctx, config.lora.steps, config.lora.lr, config.batch_size)
+    return model.eval(), tokenizer, "hf"  # the adapter is saved beside the NF4 base, unmerged
+
+
+BUILDERS: dict[type, Callable] = {BnbConfig: _bnb, QATConfig: _qat, QLoRAConfig: _qlora}
+
+
+def build_variant(scheme: Scheme, ctx: BuildContext):
+    """(model, tokenizer, save format) of `scheme` built from `ctx.base`."""
+    return BUILDERS.get(type(scheme.weights), _in_place)(scheme.weights, ctx)
