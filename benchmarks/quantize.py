@@ -49,6 +49,9 @@ def targets(m: dict) -> list[tuple[str, str, str, bool | None]]:
         rows.append(("QAT (qat_w4): share of the int4 RTN perplexity gap recovered",
                      f"{rec:.0%} (gap {gap:+.3f}, qat {s['qat_w4']['perplexity']:.3f})", ">= 50%",
                      rec >= 0.5 if gap > 0 else None))
+    if need("ft_w4_rtn", "qat_w4"):
+        rows.append(("(info) QAT vs the same fine-tune without fake quant (ft_w4_rtn)",
+                     f"{s['qat_w4']['perplexity']:.3f} vs {s['ft_w4_rtn']['perplexity']:.3f}", "-", None))
     if need("fp32"):
         fastest = max((n for n in s if n != "fp32"), key=lambda n: s[n]["tokens_per_s"])
         rows.append(("fastest variant decode tokens/s vs fp32",
@@ -62,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--root", default=".", help="project directory (params.yaml, data/corpus, metrics/)")
     ap.add_argument("--run", action="store_true", help="run `lmops stage quantize` first")
     ap.add_argument("--base", help="model directory to quantize (overrides quantize.base)")
+    ap.add_argument("--schemes", help="comma-separated schemes (overrides quantize.schemes), e.g. to add ft_w4_rtn")
     args = ap.parse_args(argv)
     root = Path(args.root)
 
@@ -70,12 +74,16 @@ def main(argv: list[str] | None = None) -> int:
     from lmops.quant.stage import METRICS
 
     if args.run:
-        from lmops.params import load_params
+        from lmops.params import load_params, validate
         from lmops.quant.stage import stage_quantize
 
         p = load_params(root / "params.yaml")
-        if args.base:
-            p = p.model_copy(update={"quantize": p.quantize.model_copy(update={"base": args.base})})
+        override = {"base": args.base} if args.base else {}
+        if args.schemes:
+            override["schemes"] = args.schemes.split(",")
+        raw = p.model_dump(mode="json")
+        raw["quantize"].update(override)
+        p = validate(raw)  # re-validated: an unknown scheme fails here
         start = time.perf_counter()
         stage_quantize(p, root)
         print(f"quantize stage wall time: {time.perf_counter() - start:.1f} s")

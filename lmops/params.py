@@ -94,21 +94,21 @@ class QuantizeParams(Section):
     kv_group_size: int = 32
     kv_residual: int = Field(32, ge=1)  # tokens kept in full precision before a flush to the quantized store
     kv_chunk: int = Field(32, ge=1)  # prefill step when scoring through a quantized cache
-    qat_steps: int = Field(40, ge=1)
+    qat_steps: int = Field(30, ge=1)
     qat_lr: float = Field(3e-4, gt=0, lt=1)
     lora_rank: int = Field(8, ge=1)
     lora_alpha: int = Field(16, ge=1)
-    lora_steps: int = Field(40, ge=1)
+    lora_steps: int = Field(30, ge=1)
     lora_lr: float = Field(2e-3, gt=0, lt=1)
     batch_size: int = Field(8, ge=1)  # fine-tunes (QAT, QLoRA)
     max_length: int = Field(256, ge=16)  # perplexity window (= stride) and fine-tune context
     ppl_tokens: int = Field(4096, ge=64)  # held-out (test split) tokens scored
     ood_tokens: int = Field(2048, ge=64)
-    qa_items: int = Field(48, ge=1)
+    qa_items: int = Field(32, ge=1)
     max_new_tokens: int = Field(12, ge=1)
     context_tokens: int = Field(256, ge=16)  # KV bytes are measured at this context (batch 1)
     decode_tokens: int = Field(32, ge=4)  # timed greedy tokens per decode run (after a warm-up)
-    decode_repeats: int = Field(3, ge=1)  # median over repeats
+    decode_repeats: int = Field(3, ge=1)  # best of repeats
     threads: int = Field(1, ge=1)
     seed: int = 0
 

@@ -6,7 +6,7 @@ import copy
 import pytest
 import torch
 
-from lmops.quant.config import Int4WeightConfig, Int8WeightConfig, KVCacheConfig, QATConfig, QuantError
+from lmops.quant.config import Int4WeightConfig, Int8WeightConfig, KVCacheConfig, LoraSpec, QATConfig, QuantError
 
 
 def test_bad_input_gives_clear_errors(tiny_model):
@@ -25,6 +25,10 @@ def test_bad_input_gives_clear_errors(tiny_model):
         KVCacheConfig(bits=3)
     with pytest.raises(QuantError, match="4-bit"):
         Int4WeightConfig(bits=3)
+    with pytest.raises(QuantError, match="int4 method must be"):
+        Int4WeightConfig(method="awq")
+    with pytest.raises(QuantError, match="control takes no LoRA"):
+        QATConfig(lora=LoraSpec(), fake_quant=False)
     model = copy.deepcopy(tiny_model[0])  # hidden 32: a 64-column group cannot divide it
     with pytest.raises(QuantError, match="group_size 64 does not divide"):
         quantize_(model, Int4WeightConfig(group_size=64))

@@ -117,9 +117,12 @@ class QATConfig:
     lr: float = 3e-4
     batch_size: int = 8
     lora: LoraSpec | None = None
+    fake_quant: bool = True  # False: a control that fine-tunes in float and only then rounds (RTN)
 
     def __post_init__(self):
         _check_group(self.group_size)
+        if self.lora and not self.fake_quant:
+            raise QuantError("the float fine-tune control takes no LoRA adapter")
         if self.steps < 1 or not 0 < self.lr < 1 or self.batch_size < 1:
             raise QuantError(f"invalid QAT settings: {self}")
 

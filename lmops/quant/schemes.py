@@ -21,9 +21,10 @@ def _lora(p: "QuantizeParams") -> LoraSpec:
     return LoraSpec(rank=p.lora_rank, alpha=p.lora_alpha, steps=p.lora_steps, lr=p.lora_lr)
 
 
-def _qat(p: "QuantizeParams", lora: bool) -> QATConfig:
+def _qat(p: "QuantizeParams", lora: bool, fake_quant: bool = True) -> QATConfig:
     return QATConfig(group_size=p.group_size, steps=p.lora_steps if lora else p.qat_steps,
-                     lr=p.lora_lr if lora else p.qat_lr, batch_size=p.batch_size, lora=_lora(p) if lora else None)
+                     lr=p.lora_lr if lora else p.qat_lr, batch_size=p.batch_size, lora=_lora(p) if lora else None,
+                     fake_quant=fake_quant)
 
 
 SCHEMES: dict[str, Callable[["QuantizeParams"], tuple[object, KVCacheConfig | None]]] = {
@@ -42,6 +43,8 @@ SCHEMES: dict[str, Callable[["QuantizeParams"], tuple[object, KVCacheConfig | No
     "bnb_nf4_dq": lambda p: (BnbConfig("nf4", double_quant=True), None),
     "qat_w4": lambda p: (_qat(p, lora=False), None),
     "qat_lora_w4": lambda p: (_qat(p, lora=True), None),
+    # control for QAT: the same fine-tune without fake quantization, then RTN int4
+    "ft_w4_rtn": lambda p: (_qat(p, lora=False, fake_quant=False), None),
     "qlora_nf4": lambda p: (QLoRAConfig(lora=_lora(p), batch_size=p.batch_size), None),
 }
 
