@@ -60,11 +60,33 @@ def targets(m: dict) -> list[tuple[str, str, str, bool | None]]:
     return rows
 
 
+def kv_at_context(root: Path, m: dict, context: int) -> list[tuple[str, str, str, bool | None]]:
+    """The int8-KV saving at another context, measured on the saved w8 / w8_kv8 variants."""
+    from lmops.params import load_params
+    from lmops.quant.artifact import load_variant, saved_weight_bytes
+    from lmops.quant.config import KVCacheConfig
+    from lmops.quant.kv import kv_bytes
+    from lmops.quant.stage import QUANT_DIR
+
+    if not {"w8", "w8_kv8"} <= set(m["schemes"]):
+        return []
+    chunk = load_params(root / "params.yaml").quantize.kv_chunk
+    total = {}
+    for name in ("w8", "w8_kv8"):
+        model, tok, meta = load_variant(root / QUANT_DIR / name)
+        kv = KVCacheConfig(**meta["kv"]) if meta.get("kv") else None
+        total[name] = saved_weight_bytes(root / QUANT_DIR / name) + kv_bytes(model, kv, context, chunk, len(tok))
+    cut = 1 - total["w8_kv8"] / total["w8"]
+    return [(f"(info) int8 KV cache alone at {context} tokens: w8 -> w8_kv8", f"{-cut:+.1%}", "<= -15%", None)]
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--root", default=".", help="project directory (params.yaml, data/corpus, metrics/)")
     ap.add_argument("--run", action="store_true", help="run `lmops stage quantize` first")
     ap.add_argument("--base", help="model directory to quantize (overrides quantize.base)")
+    ap.add_argument("--kv-context", type=int, default=0,
+                    help="also measure w8 -> w8_kv8 total bytes at this context (reloads the saved variants)")
     ap.add_argument("--schemes", help="comma-separated schemes (overrides quantize.schemes), e.g. to add ft_w4_rtn")
     args = ap.parse_args(argv)
     root = Path(args.root)
@@ -90,6 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     m = read_json(root / METRICS)
     print(markdown_table(m))
     rows = targets(m)
+    if args.kv_context:
+        rows += kv_at_context(root, m, args.kv_context)
     w = max(len(r[0]) for r in rows)
     print(f"{'target':<{w}}  {'measured':<44} {'goal':<10} status")
     for name, measured, goal, met in rows:

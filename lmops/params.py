@@ -108,7 +108,7 @@ class QuantizeParams(Section):
     max_new_tokens: int = Field(12, ge=1)
     context_tokens: int = Field(256, ge=16)  # KV bytes are measured at this context (batch 1)
     decode_tokens: int = Field(32, ge=4)  # timed greedy tokens per decode run (after a warm-up)
-    decode_repeats: int = Field(3, ge=1)  # best of repeats
+    decode_repeats: int = Field(3, ge=1)  # round-robin timing rounds over all variants; best round kept
     threads: int = Field(1, ge=1)
     seed: int = 0
 

@@ -58,5 +58,5 @@ def prefect_harness():
     """One temporary Prefect server for every test that needs one (it takes ~20 s to start)."""
     from prefect.testing.utilities import prefect_test_harness
 
-    with prefect_test_harness():
+    with prefect_test_harness(server_startup_timeout=180):  # the shared CPU can be slow to start it
         yield

@@ -91,3 +91,24 @@ def test_qat_convert_matches_fake_quantized_model(tiny_model, lora):
     assert not any(isinstance(m, qat.FakeQuantLinear) for m in converted.modules())
     # exact grid; LoRA factors are stored in bf16, hence the tolerance
     assert torch.allclose(fake, real, atol=2e-2 if lora else 1e-4), (fake - real).abs().max()
+
+
+def test_benchmark_targets_and_pareto():
+    from benchmarks.quantize import targets
+    from lmops.quant.report import pareto
+
+    def row(total, ppl, tps=10.0):
+        return {"weight_bytes": total - 100, "kv_bytes": 100, "total_bytes": total, "perplexity": ppl,
+                "ood_perplexity": ppl, "kb_qa_exact_match": 0.5, "tokens_per_s": tps, "quantize_seconds": 1.0}
+
+    m = {"baseline": "bf16", "context_tokens": 256, "schemes": {
+        "fp32": row(2000, 3.00, tps=20), "bf16": row(1000, 3.00), "w8": row(600, 3.01), "w8_kv8": row(480, 3.02),
+        "w4_rtn": row(400, 3.30), "w4_gptq": row(400, 3.10), "bnb_nf4": row(420, 3.20), "qat_w4": row(400, 3.20)}}
+    status = {name: met for name, _, _, met in targets(m)}
+    assert status["w8_kv8: total bytes vs baseline"] is True  # -52%
+    assert status["w8_kv8: perplexity vs baseline"] is True  # +0.67%
+    assert status["int8 KV cache alone: total bytes, w8 -> w8_kv8 at 256 tokens"] is True  # -20%
+    assert status["best int4 (w4_gptq) perplexity vs min(w4_rtn, bnb_nf4)"] is True
+    assert status["QAT (qat_w4): share of the int4 RTN perplexity gap recovered"] is False  # 1/3 of the gap
+    assert status["fastest variant decode tokens/s vs fp32"] is False
+    assert pareto(m) == ["w4_gptq", "w8_kv8", "w8", "bf16"]

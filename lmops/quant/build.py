@@ -85,10 +85,36 @@ def _qat(config: QATConfig, ctx: BuildContext):
 
 
 def _qlora(config: QLoRAConfig, ctx: BuildContext):
+    import torch
+
     model, tokenizer, _ = _bnb(BnbConfig("nf4", config.double_quant), ctx, training=True)
     model = _lora_model(model, config.lora, ctx.seed)
     _fine_tune(model, tokenizer, ctx, config.lora.steps, config.lora.lr, config.batch_size)
-    return model.eval(), tokenizer, "hf"  # the adapter is saved beside the NF4 base, unmerged
+    return _serve_in(model.eval(), torch.bfloat16), tokenizer, "hf"  # the adapter is saved beside the NF4 base
+
+
+def _serve_in(model, dtype):
+    """Switch a float32-trained bitsandbytes 4-bit model (+ adapter) to `dtype` for saving and serving,
+    like the other variants: floats (embedding, norms, LoRA factors) cast, 4-bit codes and their
+    absmax untouched, compute dtype switched. (`model.to(dtype)` is refused for bnb models.)"""
+    import bitsandbytes as bnb
+    import torch
+
+    for module in model.modules():
+        if isinstance(module, bnb.nn.Linear4bit):
+            module.compute_dtype = dtype
+            module.weight.quant_state.dtype = dtype
+    for p in model.parameters():
+        if type(p) is torch.nn.Parameter and p.is_floating_point():
+            p.data = p.data.to(dtype)
+    config = model.get_base_model().config if hasattr(model, "get_base_model") else model.config
+    qc = config.quantization_config
+    if isinstance(qc, dict):
+        qc["bnb_4bit_compute_dtype"] = str(dtype).removeprefix("torch.")
+    else:
+        qc.bnb_4bit_compute_dtype = dtype
+    config.dtype = dtype
+    return model
 
 
 BUILDERS: dict[type, Callable] = {BnbConfig: _bnb, QATConfig: _qat, QLoRAConfig: _qlora}

@@ -35,7 +35,7 @@ def run_grid(p: Params, root: Path, progress: bool = True) -> dict:
     from lmops.model.train import training_texts
     from lmops.quant.artifact import save_variant
     from lmops.quant.build import BuildContext, build_variant
-    from lmops.quant.evaluate import eval_data, evaluate_variant
+    from lmops.quant.evaluate import decode_speeds, eval_data, evaluate_variant
     from lmops.quant.schemes import build_scheme
     from lmops.stages import CORPUS
 
@@ -60,6 +60,10 @@ def run_grid(p: Params, root: Path, progress: bool = True) -> dict:
             del model
             results[scheme.name] = evaluate_variant(tmp / scheme.name, data, qp, seconds)
             torch.set_num_threads(qp.threads)  # fine-tunes may have changed it
+        speeds = decode_speeds({name: tmp / name for name in results}, data.decode_prompt, qp.decode_tokens,
+                               qp.decode_repeats)
+    for name, tps in speeds.items():
+        results[name]["tokens_per_s"] = tps
     return {"baseline": qp.baseline, "context_tokens": qp.context_tokens, "schemes": results}
 
 
