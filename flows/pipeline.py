@@ -7,6 +7,7 @@ from prefect import flow
 from lmops.report import pipeline_stages
 from tasks.dvc import push, repro_stage
 from tasks.params import validate_params
+from tasks.quantize import publish_quantization
 from tasks.report import publish_report
 
 
@@ -18,6 +19,8 @@ def lmops_pipeline(project: str = ".", push_data: bool = True) -> dict[str, bool
         ran[stage] = repro_stage(stage, project)
         if stage == "data" and push_data:
             push(["data"], project)  # version the dataset on the remote before training on it
+    if "quantize" in ran:
+        publish_quantization(project)
     print(publish_report(project, ran))
     return ran
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from lmops.io import InputError
 from lmops.params import ParamsError, load_params
+from lmops.quant.config import QuantError
 
 
 def _params(args):
@@ -115,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except (ParamsError, InputError) as err:
+    except (ParamsError, InputError, QuantError) as err:
         print(f"lmops: error: {err}", file=sys.stderr)
         return 2
     return 0

@@ -127,6 +127,8 @@ class SimulateParams(Section):
         if self.topic.share + self.style.share + self.ood.share > 1:
             raise ValueError("topic.share + style.share + ood.share must be at most 1")
         return self
+
+
 class BackendParams(Section):
     """The language model that answers prompts: the local model, or an OpenAI-compatible endpoint
     (URL and model from here or from $LMOPS_OPENAI_URL / $LMOPS_OPENAI_MODEL)."""
@@ -184,6 +186,47 @@ class PromptsParams(Section):
     backend: BackendParams = BackendParams()
     loop: PromptLoopParams = PromptLoopParams()
     router: RouterParams = RouterParams()
+class QuantizeParams(Section):
+    """The quantization grid (`lmops stage quantize`): every scheme is built from `base`, saved, reloaded
+    and evaluated the same way. Defaults keep the whole stage within ~7 minutes on 2 CPU cores."""
+    base: str = "models/base"
+    schemes: list[str] = ["fp32", "bf16", "w8", "w4_rtn", "w4_gptq", "w8a8_smoothquant", "kv8", "kv4", "w8_kv8",
+                          "bnb_int8", "bnb_nf4", "bnb_nf4_dq", "qat_w4", "qat_lora_w4", "qlora_nf4"]
+    baseline: str = "bf16"
+    group_size: int = 64  # int4 group; 64 = bitsandbytes' fixed NF4 block, for a like-for-like comparison
+    gptq_damp: float = Field(0.01, gt=0, lt=1)
+    smoothquant_alpha: float = Field(0.5, ge=0, le=1)
+    calib_sequences: int = Field(8, ge=1)  # max_length windows of the val split (GPTQ, SmoothQuant)
+    kv_group_size: int = 32
+    kv_residual: int = Field(32, ge=1)  # tokens kept in full precision before a flush to the quantized store
+    kv_chunk: int = Field(32, ge=1)  # prefill step when scoring through a quantized cache
+    qat_steps: int = Field(30, ge=1)
+    qat_lr: float = Field(3e-4, gt=0, lt=1)
+    lora_rank: int = Field(8, ge=1)
+    lora_alpha: int = Field(16, ge=1)
+    lora_steps: int = Field(30, ge=1)
+    lora_lr: float = Field(2e-3, gt=0, lt=1)
+    batch_size: int = Field(8, ge=1)  # fine-tunes (QAT, QLoRA)
+    max_length: int = Field(256, ge=16)  # perplexity window (= stride) and fine-tune context
+    ppl_tokens: int = Field(4096, ge=64)  # held-out (test split) tokens scored
+    ood_tokens: int = Field(2048, ge=64)
+    qa_items: int = Field(32, ge=1)
+    max_new_tokens: int = Field(12, ge=1)
+    context_tokens: int = Field(256, ge=16)  # KV bytes are measured at this context (batch 1)
+    decode_tokens: int = Field(32, ge=4)  # timed greedy tokens per decode run (after a warm-up)
+    decode_repeats: int = Field(3, ge=1)  # round-robin timing rounds over all variants; best round kept
+    threads: int = Field(1, ge=1)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _known_schemes(self) -> "QuantizeParams":
+        from lmops.quant.schemes import build_scheme
+
+        for name in self.schemes:
+            build_scheme(name, self)  # unknown names and bad bits/group sizes fail here (QuantError is a ValueError)
+        if self.baseline not in self.schemes:
+            raise ValueError(f"baseline {self.baseline!r} must be one of the schemes")
+        return self
 
 
 class Params(Section):
@@ -194,6 +237,7 @@ class Params(Section):
     serve: ServeParams = ServeParams()
     simulate: SimulateParams = SimulateParams()
     prompts: PromptsParams = PromptsParams()
+    quantize: QuantizeParams = QuantizeParams()
 
 
 class ParamsError(ValueError):

@@ -12,6 +12,7 @@ from typing import Callable
 from lmops.io import read_json, write_json, write_text
 from lmops.params import Params, TrainParams
 from lmops.prompts.stage import stage_prompts  # light at import time: heavy imports are inside
+from lmops.quant.stage import stage_quantize
 
 CORPUS = Path("data/corpus")
 BASE_MODEL = Path("models/base")
@@ -123,6 +124,7 @@ STAGES: dict[str, Callable[[Params, Path], dict]] = {
     "train": stage_train,
     "evaluate": stage_evaluate,
     "prompts": stage_prompts,
+    "quantize": stage_quantize,
 }
 
 

@@ -17,6 +17,11 @@ TINY = {
                                           "kv_heads": 2, "intermediate_size": 64},
               "context": 96, "steps": 30, "batch_size": 8, "lr": 0.003, "warmup": 2, "threads": 1},
     "evaluate": {"max_items": 8, "ppl_tokens": 512, "max_new_tokens": 6, "threads": 1},
+    # Pipeline-level tests run every stage: a few schemes are enough there (test_quant_stage runs all).
+    "quantize": {"schemes": ["bf16", "w8", "kv8"], "group_size": 16, "kv_group_size": 16, "kv_residual": 8,
+                 "kv_chunk": 8, "calib_sequences": 2, "qat_steps": 3, "lora_steps": 3, "batch_size": 2,
+                 "max_length": 64, "ppl_tokens": 256, "ood_tokens": 128, "qa_items": 4, "max_new_tokens": 4,
+                 "context_tokens": 64, "decode_tokens": 4, "decode_repeats": 1},
     "prompts": {"threads": 1,
                 "loop": {"rounds": 1, "minibatch": 4, "dev_size": 6, "test_size": 6, "model_proposals": 1, "mutations": 2},
                 "router": {"train_size": 16, "dev_size": 8, "test_size": 8, "refiner_pairs": 20, "refiner_steps": 3}},
@@ -61,5 +66,11 @@ def prefect_server():
     """One temporary Prefect server for every test that needs one (it takes ~20 s to start)."""
     from prefect.testing.utilities import prefect_test_harness
 
-    with prefect_test_harness(server_startup_timeout=120):
+    with prefect_test_harness(server_startup_timeout=180):  # the shared CPU can be slow to start it
         yield
+
+
+@pytest.fixture(scope="session")
+def prefect_harness(prefect_server):
+    """The same session server, under the name some tests use."""
+    yield

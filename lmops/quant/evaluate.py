@@ -1,0 +1,87 @@
+"""The same report card for every variant, measured on the reloaded artifact (real low-bit weights)."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from lmops.quant.config import KVCacheConfig
+
+METRIC_KEYS = ("weight_bytes", "kv_bytes", "total_bytes", "perplexity", "ood_perplexity", "kb_qa_exact_match",
+               "tokens_per_s", "quantize_seconds")
+
+
+@dataclass
+class EvalData:
+    test_ids: list[int]  # held-out domain text (test split), fixed token count
+    ood_ids: list[int]  # out-of-domain text
+    qa_prompts: list[str]
+    qa_answers: list[str]
+    decode_prompt: list[int]  # batch-1 prompt for the decode-speed run
+
+
+def eval_data(corpus, tokenizer, qp) -> EvalData:
+    from lmops.model.evaluate import kb_qa_items, token_stream
+
+    test = token_stream(tokenizer, [d["text"] for d in corpus.split(corpus.documents, "test")], qp.ppl_tokens)
+    ood = token_stream(tokenizer, [r["text"] for r in corpus.ood], qp.ood_tokens)
+    prompts, answers = kb_qa_items(corpus, "test", qp.qa_items)
+    return EvalData(test, ood, prompts, answers, test[:32])
+
+
+def _timed_decode(model, ids, tokens: int, gen_kwargs: dict) -> float:
+    import torch
+
+    with torch.no_grad():
+        start = time.perf_counter()
+        model.generate(ids, max_new_tokens=tokens, min_new_tokens=tokens, do_sample=False,
+                       pad_token_id=model.config.eos_token_id, **gen_kwargs)
+        return tokens / (time.perf_counter() - start)
+
+
+def decode_speeds(model_dirs: dict[str, Path], prompt: list[int], tokens: int, repeats: int) -> dict[str, float]:
+    """Greedy batch-1 decode tokens/s of every variant (threads fixed by the caller): each is warmed up,
+    then timed in `repeats` round-robin rounds and its best round is kept. Round-robin and best-of
+    because the CPU is shared: a slow spell then hits every variant alike, and the fastest run of a
+    variant is the one least disturbed by other processes."""
+    import torch
+
+    from lmops.quant.artifact import load_variant
+    from lmops.quant.kv import generate_kwargs
+
+    ids = torch.tensor([prompt])
+    loaded = {}
+    for name, d in model_dirs.items():
+        model, _, meta = load_variant(d)
+        gen = generate_kwargs(KVCacheConfig(**meta["kv"]) if meta.get("kv") else None)
+        _timed_decode(model, ids, 4, gen)  # warm-up
+        loaded[name] = (model, gen)
+    best = {name: 0.0 for name in loaded}
+    for _ in range(repeats):
+        for name, (model, gen) in loaded.items():
+            best[name] = max(best[name], _timed_decode(model, ids, tokens, gen))
+    return {name: round(v, 2) for name, v in best.items()}
+
+
+def evaluate_variant(model_dir: Path, data: EvalData, qp, quantize_seconds: float) -> dict:
+    """Every metric but `tokens_per_s` (timed for all variants together, see `decode_speeds`)."""
+    from lmops.model.evaluate import exact_match, generate_answers
+    from lmops.quant.artifact import load_variant, saved_weight_bytes
+    from lmops.quant.kv import generate_kwargs, kv_bytes, window_perplexity
+
+    model, tokenizer, meta = load_variant(model_dir)
+    kv = KVCacheConfig(**meta["kv"]) if meta.get("kv") else None
+    gen = generate_kwargs(kv)
+    preds = generate_answers(model, tokenizer, data.qa_prompts, qp.max_new_tokens, desc="kb qa", **gen)
+    weight_bytes = saved_weight_bytes(model_dir)
+    cache = kv_bytes(model, kv, qp.context_tokens, qp.kv_chunk, len(tokenizer))
+    return {
+        "weight_bytes": weight_bytes,
+        "kv_bytes": cache,
+        "total_bytes": weight_bytes + cache,
+        "perplexity": round(window_perplexity(model, data.test_ids, qp.max_length, kv, qp.kv_chunk), 4),
+        "ood_perplexity": round(window_perplexity(model, data.ood_ids, qp.max_length, kv, qp.kv_chunk), 4),
+        "kb_qa_exact_match": round(exact_match(preds, data.qa_answers), 4),
+        "tokens_per_s": None,
+        "quantize_seconds": round(quantize_seconds, 3),
+    }

@@ -1,0 +1,102 @@
+"""The `quantize` stage on the tiny model: the metrics contract, and every saved scheme reloading with
+real low-bit weights and generating in a fresh process."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from lmops.params import QuantizeParams
+
+from tests.conftest import ROOT, TINY
+
+# Tiny model: hidden 32, head_dim 16, intermediate 64, so groups of 16.
+TINY_QUANT = {"group_size": 16, "kv_group_size": 16, "kv_residual": 8, "kv_chunk": 8, "calib_sequences": 2,
+              "qat_steps": 3, "lora_steps": 3, "batch_size": 2, "max_length": 64, "ppl_tokens": 256, "ood_tokens": 128,
+              "qa_items": 4, "max_new_tokens": 4, "context_tokens": 64, "decode_tokens": 4, "decode_repeats": 1}
+REQUIRED = {"bf16", "w8", "w4_rtn", "w4_gptq", "w8a8_smoothquant", "kv8", "kv4", "w8_kv8", "bnb_int8", "bnb_nf4",
+            "qat_w4", "qlora_nf4"}
+
+RELOAD = r"""
+import json, sys, torch
+from lmops.quant.artifact import load_variant
+from lmops.quant.config import KVCacheConfig
+from lmops.quant.int4 import Int4Linear
+from lmops.quant.kv import generate_kwargs
+out = {}
+for d in sys.argv[1:]:
+    model, tok, meta = load_variant(d)
+    kinds = set()
+    for m in model.modules():
+        w = getattr(m, "weight", None)
+        if isinstance(m, Int4Linear):
+            kinds.add(str(m.qweight.dtype))
+        elif w is not None and type(w).__name__ in ("Int8Tensor", "Params4bit", "Int8Params"):
+            kinds.add(type(w).__name__ + ":" + str(getattr(w, "qdata", w).dtype))
+    kv = KVCacheConfig(**meta["kv"]) if meta.get("kv") else None
+    ids = tok("The pump", return_tensors="pt")["input_ids"]
+    gen = model.generate(ids, max_new_tokens=3, min_new_tokens=3, do_sample=False, **generate_kwargs(kv))
+    out[meta["scheme"]] = {"kinds": sorted(kinds), "new_tokens": gen.shape[1] - ids.shape[1],
+                           "float_dtype": str(model.get_input_embeddings().weight.dtype)}
+print(json.dumps(out))
+"""
+
+
+@pytest.fixture(scope="module")
+def quant_run(tiny_root):
+    from lmops.params import validate
+    from lmops.quant.stage import stage_quantize
+
+    return stage_quantize(validate({**TINY, "quantize": {**TINY_QUANT, "schemes": QuantizeParams().schemes}}), tiny_root)
+
+
+def test_metrics_follow_the_contract(quant_run, tiny_root):
+    from lmops.quant.evaluate import METRIC_KEYS
+
+    saved = json.loads((tiny_root / "metrics" / "quantization.json").read_text())
+    assert saved == quant_run
+    assert set(saved) == {"baseline", "context_tokens", "schemes"} and saved["baseline"] == "bf16"
+    assert REQUIRED <= set(saved["schemes"])
+    for name, m in saved["schemes"].items():
+        assert set(m) == set(METRIC_KEYS), name
+        assert m["total_bytes"] == m["weight_bytes"] + m["kv_bytes"]
+        assert m["perplexity"] > 1 and m["tokens_per_s"] > 0
+    s = saved["schemes"]
+    assert s["w4_rtn"]["weight_bytes"] < s["w8"]["weight_bytes"] < s["bf16"]["weight_bytes"] < s["fp32"]["weight_bytes"]
+    assert s["kv4"]["kv_bytes"] < s["kv8"]["kv_bytes"] < s["bf16"]["kv_bytes"] < s["fp32"]["kv_bytes"]
+    assert s["kv8"]["weight_bytes"] == s["bf16"]["weight_bytes"]
+    assert s["qlora_nf4"]["weight_bytes"] > s["bnb_nf4_dq"]["weight_bytes"]  # the adapter is counted
+    for out in ("plots/quantization.md", "plots/quantization.csv", "plots/quantization_frontier.png"):
+        assert (tiny_root / out).stat().st_size > 0
+    assert "`w8_kv8`" in (tiny_root / "plots" / "quantization.md").read_text()
+
+
+def test_every_scheme_reloads_low_bit_and_generates(quant_run, tiny_root):
+    dirs = [str(tiny_root / "models" / "quantized" / name) for name in quant_run["schemes"]]
+    proc = subprocess.run([sys.executable, "-c", RELOAD, *dirs], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    loaded = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert set(loaded) == set(quant_run["schemes"])
+    assert all(v["new_tokens"] == 3 for v in loaded.values())
+    for name in ("w4_rtn", "w4_gptq", "qat_w4", "qat_lora_w4"):
+        assert loaded[name]["kinds"] == ["torch.uint8"], (name, loaded[name])
+    for name in ("w8", "w8_kv8", "w8a8_smoothquant"):
+        assert loaded[name]["kinds"] == ["Int8Tensor:torch.int8"], (name, loaded[name])
+    for name in ("bnb_nf4", "bnb_nf4_dq", "qlora_nf4"):
+        assert loaded[name]["kinds"] == ["Params4bit:torch.uint8"], (name, loaded[name])
+    assert loaded["bnb_int8"]["kinds"] == ["Int8Params:torch.int8"]
+    assert loaded["fp32"]["float_dtype"] == "torch.float32" and loaded["bf16"]["float_dtype"] == "torch.bfloat16"
+
+
+def test_publish_artifacts(quant_run, tiny_root, prefect_harness):
+    from prefect import flow
+
+    from tasks.quantize import publish_quantization
+
+    @flow
+    def publish() -> str:
+        return publish_quantization(str(tiny_root))
+
+    assert "| `w4_gptq`" in publish()
