@@ -80,11 +80,69 @@ class EvaluateParams(Section):
     threads: int = Field(2, ge=1)
 
 
+class MonitorParams(Section):
+    """Windowed drift monitoring of the production logs (`flows/monitor.py`, the `drift` stage)."""
+    interval_minutes: float = Field(10, gt=0)  # the monitoring deployment's schedule
+    window_minutes: float = Field(10, gt=0)  # each run compares the last window with the reference
+    min_rows: int = Field(50, ge=2)  # a window with fewer rows is quarantined, not judged
+    # score kind -> largest passing value; "text"/"quality"/"latency" are normed Wasserstein distances,
+    # "embedding" the distance between mean MiniLM prompt embeddings (its noise floor depends on the
+    # window size: about 0.047 for 500-row windows, so 0.055 is set for those).
+    thresholds: dict[Literal["text", "embedding", "quality", "latency"], float] = {
+        "text": 0.2, "embedding": 0.055, "quality": 0.3, "latency": 0.5}
+    warn_only: list[Literal["text", "embedding", "quality", "latency"]] = ["latency"]
+
+    @model_validator(mode="after")
+    def _all_thresholds(self) -> "MonitorParams":
+        missing = {"text", "embedding", "quality", "latency"} - set(self.thresholds)
+        if missing:
+            raise ValueError(f"thresholds needs a value for {sorted(missing)}")
+        return self
+
+
+class RetrainParams(Section):
+    """The drift-triggered retraining: LoRA fine-tune of the champion, then the promotion gate."""
+    lora_r: int = Field(16, ge=1)
+    lora_alpha: int = Field(32, ge=1)
+    steps: int = Field(150, ge=1)
+    batch_size: int = Field(16, ge=1)
+    lr: float = Field(3e-3, gt=0, lt=1)
+    context: int = Field(256, ge=32)
+    replay_share: float = Field(0.3, ge=0, lt=1)  # share of old training texts mixed in (forgetting guard)
+    min_gain: float = Field(0.0, ge=0)  # challenger must beat the champion on the new data by more
+    tolerance: float = Field(0.05, ge=0)  # and lose at most this much on the old test split
+    eval_items: int = Field(100, ge=1)
+    cooldown_minutes: float = Field(30, ge=0)  # one drift burst -> one retraining run
+    threads: int = Field(2, ge=1)
+    seed: int = 0
+
+
+class ScenarioParams(Section):
+    """The headline run of the `drift` stage: in-distribution windows, then a topic shift."""
+    window_requests: int = Field(500, ge=10)
+    reference_requests: int = Field(500, ge=10)
+    clean_windows: int = Field(3, ge=0)
+    drift_windows: int = Field(2, ge=1)
+    topic_shift: float = Field(0.3, ge=0, le=1)  # share of drifted requests about never-seen equipment
+    style_shift: float = Field(0.0, ge=0, le=1)
+    ood_share: float = Field(0.0, ge=0, le=1)
+    fresh_entities: int = Field(30, ge=2)
+    timeout_s: float = Field(240, gt=0)  # waiting for the event-triggered retraining to finish
+    seed: int = 0
+
+
+class DriftParams(Section):
+    monitor: MonitorParams = MonitorParams()
+    retrain: RetrainParams = RetrainParams()
+    scenario: ScenarioParams = ScenarioParams()
+
+
 class Params(Section):
     data: DataParams = DataParams()
     train: TrainParams = TrainParams()
     evaluate: EvaluateParams = EvaluateParams()
     pretrain: PretrainParams = PretrainParams()
+    drift: DriftParams = DriftParams()
 
 
 class ParamsError(ValueError):
