@@ -170,17 +170,16 @@ class ScenarioParams(Section):
     """The headline run of the `drift` stage: in-distribution windows, then a topic shift."""
     window_requests: int = Field(500, ge=10)
     reference_requests: int = Field(500, ge=10)
-    clean_windows: int = Field(3, ge=0)
+    clean_windows: int = Field(2, ge=0)
     drift_windows: int = Field(2, ge=1)
     topic_shift: float = Field(0.3, ge=0, le=1)  # share of drifted requests about never-seen equipment
-    style_shift: float = Field(0.0, ge=0, le=1)
-    ood_share: float = Field(0.0, ge=0, le=1)
-    fresh_entities: int = Field(30, ge=2)
-    timeout_s: float = Field(240, gt=0)  # waiting for the event-triggered retraining to finish
+    concurrency: int = Field(4, ge=1)  # simulated clients
+    timeout_s: float = Field(300, gt=0)  # waiting for the event-triggered retraining to finish
     seed: int = 0
 
 
-class DriftParams(Section):
+class DriftStageParams(Section):
+    """The `drift` stage: monitoring, drift-triggered retraining and the scenario that shows both."""
     monitor: MonitorParams = MonitorParams()
     retrain: RetrainParams = RetrainParams()
     scenario: ScenarioParams = ScenarioParams()
@@ -193,7 +192,7 @@ class Params(Section):
     pretrain: PretrainParams = PretrainParams()
     serve: ServeParams = ServeParams()
     simulate: SimulateParams = SimulateParams()
-    drift: DriftParams = DriftParams()
+    drift: DriftStageParams = DriftStageParams()
 
 
 class ParamsError(ValueError):

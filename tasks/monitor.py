@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pandas as pd
 from prefect import task
+from prefect.cache_policies import NO_CACHE
 from prefect.artifacts import create_link_artifact, create_table_artifact
 from prefect.events import emit_event
 
@@ -14,40 +15,43 @@ from lmops.params import MonitorParams
 DRIFT_EVENT = "lmops.drift.detected"
 
 
-@task(name="load-window", retries=2, retry_delay_seconds=2)
-def load_window(log_dir: str, window: Window, min_rows: int, state_dir: str) -> pd.DataFrame:
-    """Read the window's logs; a corrupt file is quarantined, a small window raises TooFewRows."""
-    from lmops.monitor.window import load_window as load
+@task(name="load-window", retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
+def load_window(log_dir: str, window: Window, min_rows: int, state_dir: str) -> pd.DataFrame | None:
+    """Read the window's logs; a corrupt file is quarantined; a window too small to judge is
+    quarantined too and gives None (logged by lmops.monitor, recorded in quarantine.jsonl)."""
+    from lmops.monitor.window import TooFewRows, load_window as load
 
-    return load(Path(log_dir), window, min_rows, Path(state_dir))
+    try:
+        return load(Path(log_dir), window, min_rows, Path(state_dir))
+    except TooFewRows:
+        return None
 
 
-@task(name="features")
-def features(logs: pd.DataFrame, model_dir: str | None) -> pd.DataFrame:
+@task(name="features", cache_policy=NO_CACHE)
+def features(logs: pd.DataFrame) -> pd.DataFrame:
+    """Logged text and quality proxies plus MiniLM embeddings of the prompts."""
     from lmops.monitor.features import feature_frame
-    from lmops.monitor.window import load_scoring_model
 
-    return feature_frame(logs, *load_scoring_model(model_dir))
+    return feature_frame(logs)
 
 
-@task(name="drift-report")
+@task(name="drift-report", cache_policy=NO_CACHE)
 def drift_report(reference: pd.DataFrame, current: pd.DataFrame, p: MonitorParams, html_path: str) -> dict:
     """Run the Evidently report, save its HTML, publish link + table artifacts."""
     from lmops.monitor.drift import run_report, save_html
 
     result = run_report(reference, current, p)
     save_html(result, Path(html_path))
-    key = "drift-" + Path(html_path).stem.lower().replace("_", "-")[:60]
     create_link_artifact(Path(html_path).resolve().as_uri(), link_text=f"Evidently drift report {Path(html_path).name}",
                          key="drift-report", description=f"Evidently report for window {Path(html_path).stem}")
     rows = [{"score": k, "value": v, "test": "FAIL" if k in result.failed else "WARN" if k in result.warnings else "pass"}
             for k, v in result.scores.items()]
-    create_table_artifact(rows, key="drift-scores", description=f"drift scores, window {key}")
+    create_table_artifact(rows, key="drift-scores", description=f"drift scores, window {Path(html_path).stem}")
     return {"drift_detected": result.drift_detected, "scores": result.scores, "failed": result.failed,
             "warnings": result.warnings}
 
 
-@task(name="emit-drift-event")
+@task(name="emit-drift-event", cache_policy=NO_CACHE)
 def emit_drift(window: Window, report: dict, project: str) -> str | None:
     """The event a DeploymentEventTrigger on the retraining deployment listens for."""
     event = emit_event(event=DRIFT_EVENT, resource={"prefect.resource.id": f"lmops.monitor.{Path(project).name}"},

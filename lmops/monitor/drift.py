@@ -27,7 +27,7 @@ TEXT_SCORES = {
     "prompt_nonletter": ("prompt", "NonLetterCharacterPercentage"),
     "response_length": ("response", "TextLength"), "response_nonletter": ("response", "NonLetterCharacterPercentage"),
 }
-QUALITY_SCORES = {"response_loglik": "quality", "output_words": "quality", "latency_ms": "latency"}
+QUALITY_SCORES = {"response_loglik": "quality", "output_tokens": "quality", "latency_ms": "latency"}
 
 
 @dataclass

@@ -22,7 +22,7 @@ class TooFewRows(Exception):
 
 
 def load_window(log_dir: Path, window: Window, min_rows: int, state_dir: Path) -> pd.DataFrame:
-    rows = read_window(log_dir, window.start, window.end)
+    rows = read_window(log_dir, window)
     if len(rows) < min_rows:
         msg = f"window {window.start}..{window.end} quarantined: {len(rows)} rows < min_rows {min_rows}"
         log.warning(msg)
@@ -32,28 +32,16 @@ def load_window(log_dir: Path, window: Window, min_rows: int, state_dir: Path) -
     return rows
 
 
-def load_scoring_model(model_dir: str | Path | None):
-    """The model whose log-likelihood scores responses (the champion); None skips that proxy."""
-    if not model_dir:
-        return None, None
-    from lmops.model.build import load_model
-
-    return load_model(model_dir)
-
-
-def reference_features(state_dir: Path, logs: pd.DataFrame | None, model, tokenizer) -> pd.DataFrame:
-    """Features of the reference window, computed once and cached beside the monitor's state."""
-    from lmops.monitor.features import feature_frame
-
+def reference_features(state_dir: Path, frame: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The reference window's features: saved when `frame` is given, else read back."""
     path = state_dir / REFERENCE
-    if path.exists():
-        return pd.read_parquet(path)
-    if logs is None:
-        raise FileNotFoundError(f"no reference features at {path} and no reference logs given")
-    frame = feature_frame(logs, model, tokenizer)
-    state_dir.mkdir(parents=True, exist_ok=True)
-    frame.to_parquet(path, index=False)
-    return frame
+    if frame is not None:
+        state_dir.mkdir(parents=True, exist_ok=True)
+        frame.to_parquet(path, index=False)
+        return frame
+    if not path.exists():
+        raise FileNotFoundError(f"no reference features at {path}: run the monitor once on a clean window")
+    return pd.read_parquet(path)
 
 
 def record_window(metrics_path: Path, window: Window, drift_detected: bool, scores: dict, keep: int = 200) -> dict:
