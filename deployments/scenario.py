@@ -43,7 +43,7 @@ def prepare_sandbox(root: Path, ws: Path, port: int) -> dict:
     ws.mkdir(parents=True)
     raw = yaml.safe_load((root / "params.yaml").read_text())
     sc = load_params(root / "params.yaml").drift.scenario
-    raw.setdefault("serve", {}).update({"port": port, "host": LOOPBACK, "reload_seconds": 1.0,
+    raw.setdefault("serve", {}).update({"port": port, "host": LOOPBACK, "reload_seconds": 2.0,
                                         "fallback_dir": str((root / "models/base").resolve())})
     onset = sc.reference_requests + sc.clean_windows * sc.window_requests
     raw.setdefault("simulate", {}).update({"url": f"http://{LOOPBACK}:{port}", "topic": {"share": sc.topic_shift, "onset": onset},

@@ -158,7 +158,10 @@ class RetrainParams(Section):
     lr: float = Field(3e-3, gt=0, lt=1)
     context: int = Field(256, ge=32)
     replay_share: float = Field(0.3, ge=0, lt=1)  # share of old training texts mixed in (forgetting guard)
-    min_gain: float = Field(0.0, ge=0)  # challenger must beat the champion on the new data by more
+    # "better on the new data": closed-book exact match on the drifted topic, or (finer, for tiny
+    # models) the mean log-probability of the true answers
+    gate_metric: Literal["new_qa", "new_answer_logprob"] = "new_qa"
+    min_gain: float = Field(0.0, ge=0)  # challenger must beat the champion on it by more than this
     tolerance: float = Field(0.05, ge=0)  # and lose at most this much on the old test split
     eval_items: int = Field(100, ge=1)
     cooldown_minutes: float = Field(30, ge=0)  # one drift burst -> one retraining run

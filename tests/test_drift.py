@@ -112,7 +112,7 @@ def test_gate(challenger, promote, why):
     from lmops.params import RetrainParams
     from lmops.retrain.gate import gate
 
-    d = gate({"new_qa": 0.1, "old_test_qa": 0.60}, challenger, RetrainParams(tolerance=0.05))
+    d = gate({"new_qa": 0.1, "old_test_qa": 0.60}, challenger, RetrainParams(tolerance=0.05, gate_metric="new_qa"))
     assert d.promote is promote and why in d.reason
 
 
