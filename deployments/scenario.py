@@ -130,7 +130,8 @@ def run(root: Path) -> dict:
             out = monitor(project=str(ws), start=t0, end=t1)
             drifted = w >= sc.clean_windows
             windows.append({"index": w, "injected": drifted, "drift_detected": out.get("drift_detected", False),
-                            "failed": out.get("failed", []), "failed_requests": sum(sent.failed.values())})
+                            "failed": out.get("failed", []), "failed_requests": sum(sent.failed.values()),
+                            "server_errors": sum(not e.startswith("4") for e in sent.errors)})
             if out.get("event_id"):
                 events.append({"window": w, "id": out["event_id"], "at": datetime.now(timezone.utc)})
             print(f"window {w} ({'drift' if drifted else 'clean'}): detected={windows[-1]['drift_detected']} "
@@ -180,7 +181,8 @@ def summarize(ws: Path, root: Path, info: dict, windows: list, events: list, run
         "champion_before": info["champion"],
         "served_version_after": served,
         "gate": {k: rec.get(k) for k in ("reason", "champion", "challenger")} if rec else None,
-        "failed_requests": sum(w["failed_requests"] for w in windows),
+        "failed_requests": sum(w["failed_requests"] for w in windows),  # 4xx included (e.g. prompt too long)
+        "server_errors": sum(w["server_errors"] for w in windows),  # 5xx and transport errors
         "scenario_seconds": round(seconds, 1),
     }
     write_json(root / "metrics/drift.json", out)

@@ -119,5 +119,5 @@ def test_gate(challenger, promote, why):
 def test_drift_params_name_the_bad_key():
     from lmops.params import ParamsError, validate
 
-    with pytest.raises(ParamsError, match=r"drift\.monitor: .*thresholds needs a value for \[.embedding.")
+    with pytest.raises(ParamsError, match=r"drift\.monitor: .*thresholds needs a value for \[.embedding."):
         validate({"drift": {"monitor": {"thresholds": {"text": 0.1}}}})
