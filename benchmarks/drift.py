@@ -28,6 +28,7 @@ def judge_windows(root: Path, windows: int, size: int, shift: float) -> dict:
     from lmops.monitor.drift import run_report
     from lmops.monitor.features import feature_frame
     from lmops.monitor.offline import offline_rows
+    from lmops.monitor.vocab import corpus_vocab, domain_vocab
     from lmops.params import load_params
     from lmops.serve.engine import load
 
@@ -35,22 +36,25 @@ def judge_windows(root: Path, windows: int, size: int, shift: float) -> dict:
     p = load_params(root / "params.yaml")
     corpus = Corpus.load(root / "data/corpus")
     loaded = load(root / "models/base", p.serve.model, "base")
+    vocab = corpus_vocab(str(root / "data/corpus"))
     t0 = datetime.now(timezone.utc)
     clean = p.simulate.model_copy(update={"seed": p.drift.scenario.seed})
     shifted = clean.model_copy(update={"topic": clean.topic.model_copy(update={"share": shift, "onset": 0})})
 
-    def frame(sim, index):
-        return feature_frame(pd.DataFrame(offline_rows(sim, corpus, loaded, index, size, t0)))
+    def frame(sim, index, known):
+        rows = pd.DataFrame(offline_rows(sim, corpus, loaded, index, size, t0))
+        return feature_frame(rows, vocab | domain_vocab(known if known is not None else rows["prompt"].tolist()))
 
     started = time.perf_counter()
-    reference = frame(clean, 0)
+    reference = frame(clean, 0, None)
+    known = reference["prompt"].tolist()
     results = {"clean": [], "shifted": []}
     for w in range(windows):
-        r = run_report(reference, frame(clean, (w + 1) * size), p.drift.monitor)
+        r = run_report(reference, frame(clean, (w + 1) * size, known), p.drift.monitor)
         results["clean"].append({"drift": r.drift_detected, "failed": r.failed, "embedding": r.scores["embedding"]})
         print(f"clean window {w + 1}/{windows}: drift={r.drift_detected} {r.failed} embedding={r.scores['embedding']}",
               file=sys.stderr)
-    r = run_report(reference, frame(shifted, (windows + 1) * size), p.drift.monitor)
+    r = run_report(reference, frame(shifted, (windows + 1) * size, known), p.drift.monitor)
     results["shifted"].append({"drift": r.drift_detected, "failed": r.failed, "embedding": r.scores["embedding"]})
     results["seconds"] = round(time.perf_counter() - started, 1)
     return results

@@ -36,13 +36,15 @@ def monitor(project: str = ".", log_dir: str = "logs/production", state_dir: str
         get_run_logger().warning("window %s..%s quarantined (too few rows); the monitor continues with the "
                                  "next window", window.start, window.end)
         return {**window.as_dict(), "quarantined": True}
-    current = features(logs)
+    corpus = str(root / "data/corpus")
     if not (state / REFERENCE).exists():
-        reference_features(state, current)
+        reference_features(state, features(logs, corpus, logs["prompt"].tolist()))
         print(f"no reference yet: window {window.start}..{window.end} ({len(logs)} rows) is now the reference")
         return {**window.as_dict(), "reference": True}
+    reference = reference_features(state)
+    current = features(logs, corpus, reference["prompt"].tolist())
     html = state / "reports" / f"{window.start:%Y%m%dT%H%M%S}.html"
-    report = drift_report(reference_features(state), current, p.monitor, str(html))
+    report = drift_report(reference, current, p.monitor, str(html))
     entry = record_window(root / metrics_path, window, report["drift_detected"], report["scores"])
     if report["drift_detected"] and should_emit(state / "events.json", pd.Timestamp.now(tz="UTC"),
                                                  p.retrain.cooldown_minutes):

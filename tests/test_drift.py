@@ -58,7 +58,8 @@ def _features(n: int, seed: int, shift: float = 0.0) -> pd.DataFrame:
                                   for _ in range(n)],
                        "response": [f"{rng.integers(2, 95)} bar" for _ in range(n)],
                        "latency_ms": rng.normal(50, 5, n), "output_tokens": rng.integers(2, 5, n).astype(float),
-                       "response_loglik": rng.normal(-1, 0.1, n) - shift})
+                       "response_loglik": rng.normal(-1, 0.1, n) - shift,
+                       "prompt_unknown_terms": (rng.random(n) < shift / 2).astype(float)})
     return pd.concat([df, pd.DataFrame(emb, columns=[f"emb_{j}" for j in range(16)])], axis=1)
 
 
@@ -66,12 +67,13 @@ def test_evidently_tests_pass_on_clean_data_and_fail_on_shifted_data(tmp_path):
     from lmops.monitor.drift import run_report, save_html
     from lmops.params import MonitorParams
 
-    p = MonitorParams(thresholds={"text": 0.3, "embedding": 0.3, "quality": 0.5, "latency": 0.5})
+    p = MonitorParams(thresholds={"text": 0.3, "embedding": 2.0, "quality": 0.5, "latency": 0.5, "unknown": 0.1})
     reference = _features(200, 0)
     clean = run_report(reference, _features(200, 1), p)
     assert not clean.drift_detected, clean.failed
     shifted = run_report(reference, _features(200, 2, shift=0.6), p)
-    assert shifted.drift_detected and "embedding" in shifted.failed and "response_loglik" in shifted.failed
+    assert shifted.drift_detected
+    assert {"embedding", "response_loglik", "prompt_unknown_terms"} <= set(shifted.failed)
     assert set(shifted.scores) >= {"prompt_length", "prompt_words", "prompt_nonletter", "embedding", "latency_ms"}
     assert "<html" in save_html(shifted, tmp_path / "r.html").read_text()[:2000].lower()
 
@@ -80,11 +82,22 @@ def test_latency_is_a_warning_not_a_drift_by_default():
     from lmops.monitor.drift import run_report
     from lmops.params import MonitorParams
 
-    p = MonitorParams(thresholds={"text": 0.3, "embedding": 0.3, "quality": 0.5, "latency": 0.5})
+    p = MonitorParams(thresholds={"text": 0.3, "embedding": 2.0, "quality": 0.5, "latency": 0.5, "unknown": 0.1})
     slow = _features(200, 1)
     slow["latency_ms"] *= 3
     r = run_report(_features(200, 0), slow, p)
     assert "latency_ms" in r.warnings and not r.drift_detected
+
+
+def test_unknown_terms_flag_new_equipment_names_kinds_and_slang_only():
+    from lmops.monitor.vocab import domain_vocab, has_unknown_terms
+
+    vocab = domain_vocab(["The pump Vindor-417 is made by Sol Works.\nQuestion: Who makes Vindor-417?\nAnswer:"])
+    assert has_unknown_terms("\nQuestion: Who makes Vindor-417?\nAnswer:", vocab) == 0.0
+    assert has_unknown_terms("Incident report INC-4821 on the pump Vindor-417.", vocab) == 1.0  # "incident", "report"
+    assert has_unknown_terms("Who makes Kavin-123?", vocab) == 1.0
+    assert has_unknown_terms("The centrifuge Vindor-417", vocab) == 1.0
+    assert has_unknown_terms("Who makes Vindor-417? 12 34", vocab) == 0.0  # digits are not vocabulary
 
 
 def test_retrain_texts_label_asked_questions_from_documents_not_from_the_model():

@@ -20,7 +20,7 @@ from tests.conftest import ROOT, TINY
 LOOP = {
     "serve": {"max_batch": 16},
     "simulate": {"fresh_entities": 8, "incident_share": 0.0, "max_tokens": 6},
-    "drift": {"monitor": {"min_rows": 20, "thresholds": {"text": 0.5, "embedding": 0.18, "quality": 0.8, "latency": 1.0}},
+    "drift": {"monitor": {"min_rows": 20, "thresholds": {"text": 0.5, "embedding": 2.0, "quality": 0.8, "latency": 1.0, "unknown": 0.1}},
               "retrain": {"steps": 30, "batch_size": 8, "context": 96, "lr": 0.01, "eval_items": 20,
                           "gate_metric": "new_answer_logprob", "tolerance": 1.0, "threads": 1},
               "scenario": {"window_requests": 100, "reference_requests": 100, "clean_windows": 2, "drift_windows": 2,

@@ -4,9 +4,13 @@ Scores (all "higher = more drift", so every test is `lt(threshold)`):
 - text descriptors of the prompt and response, computed by Evidently's offline descriptors (length,
   word count, non-letter share), each as a normed Wasserstein distance to the reference;
 - `embedding`: Euclidean distance between the mean MiniLM embeddings of the reference and current
-  prompts. Its noise floor shrinks with the window (about 0.047 for two 500-row windows here), so the
-  threshold belongs to a window size; a domain classifier's AUC was tried and was noisier (0.47-0.52
-  on clean windows vs 0.56-0.60 with a 30% topic shift, against 0.046-0.050 vs 0.060 for distance);
+  prompts, in units of its noise floor: with no drift, E|mean_ref - mean_cur|^2 = tr(Cov_ref) *
+  (1/n_ref + 1/n_cur), so the embeddings are divided by the root of that before Evidently measures
+  the distance, and ~1.0 means "as far apart as two samples of the same traffic". The raw distance's
+  floor moves with the window size and the traffic mix (0.047 to 0.070 at 500 rows here), which no
+  fixed threshold survives. (A domain classifier's ROC AUC was tried and was noisier.)
+- `prompt_unknown_terms`: the share of requests using terms absent from the training texts
+  (`vocab.py`), tested with `MeanValue`: the sharpest signal of a topic, style or domain shift here;
 - quality proxies: response log-likelihood under the model, output length and latency, as Wasserstein
   distances. Latency is a warning by default (not critical): on a shared CPU it drifts with the load.
 """
@@ -52,14 +56,14 @@ def _dataset(frame: pd.DataFrame):
     from evidently import DataDefinition, Dataset
 
     emb = [c for c in frame.columns if c.startswith("emb_")]
-    numeric = [c for c in QUALITY_SCORES if c in frame.columns]
+    numeric = [c for c in [*QUALITY_SCORES, "prompt_unknown_terms"] if c in frame.columns]
     definition = DataDefinition(text_columns=["prompt", "response"], numerical_columns=numeric,
                                 embeddings={"minilm": emb})
     return Dataset.from_pandas(frame, data_definition=definition, descriptors=_descriptors())
 
 
 def _metrics(p: MonitorParams, columns: list[str]) -> dict[str, object]:
-    from evidently.metrics import EmbeddingsDrift, ValueDrift
+    from evidently.metrics import EmbeddingsDrift, MeanValue, ValueDrift
     from evidently.metrics.embeddings import DistanceDriftMethod
     from evidently.tests import lt
 
@@ -70,6 +74,8 @@ def _metrics(p: MonitorParams, columns: list[str]) -> dict[str, object]:
                                   for name in TEXT_SCORES}
     metrics |= {name: ValueDrift(column=name, method="wasserstein", tests=test(kind))
                 for name, kind in QUALITY_SCORES.items() if name in columns}
+    if "prompt_unknown_terms" in columns:
+        metrics["prompt_unknown_terms"] = MeanValue(column="prompt_unknown_terms", tests=test("unknown"))
     metrics["embedding"] = EmbeddingsDrift(embeddings_name="minilm", tests=test("embedding"),
                                            drift_method=DistanceDriftMethod(threshold=p.thresholds["embedding"]))
     return metrics
@@ -97,10 +103,25 @@ def _fast_embedding_plot():
         embeddings_drift.TSNE = original
 
 
+def noise_scaled(reference: pd.DataFrame, current: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Both frames with `emb_*` divided by the no-drift expected distance of their means."""
+    cols = [c for c in reference.columns if c.startswith("emb_")]
+    ref = reference[cols].to_numpy()
+    spread = float(((ref - ref.mean(axis=0)) ** 2).sum(axis=1).mean())  # tr(Cov_ref)
+    floor = (spread * (1 / len(reference) + 1 / len(current))) ** 0.5
+    scaled = []
+    for frame in (reference, current):
+        frame = frame.copy()
+        frame[cols] = frame[cols].to_numpy() / max(floor, 1e-12)
+        scaled.append(frame)
+    return scaled[0], scaled[1]
+
+
 def run_report(reference: pd.DataFrame, current: pd.DataFrame, p: MonitorParams) -> WindowResult:
     """Compare two feature frames (`features.feature_frame`); scores, failed tests and the HTML."""
     from evidently import Report
 
+    reference, current = noise_scaled(reference, current)
     metrics = _metrics(p, list(current.columns))
     with _fast_embedding_plot():
         snapshot = Report(list(metrics.values())).run(_dataset(current), _dataset(reference))

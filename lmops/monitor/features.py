@@ -24,8 +24,11 @@ def embed(texts: list[str], batch_size: int = 64) -> np.ndarray:
     return _minilm().encode(texts, batch_size=batch_size, normalize_embeddings=True, show_progress_bar=False)
 
 
-def feature_frame(logs: pd.DataFrame) -> pd.DataFrame:
-    """The monitored columns of a window: text, quality proxies and `emb_*` embedding columns."""
+def feature_frame(logs: pd.DataFrame, vocab: frozenset[str] | None = None) -> pd.DataFrame:
+    """The monitored columns of a window: text, quality proxies, `prompt_unknown_terms` (with the
+    training vocabulary, see `vocab.py`) and `emb_*` embedding columns."""
+    from lmops.monitor.vocab import has_unknown_terms
+
     df = pd.DataFrame({
         "prompt": logs["prompt"].fillna("").astype(str).tolist(),
         "response": logs["response"].fillna("").astype(str).tolist(),
@@ -33,5 +36,7 @@ def feature_frame(logs: pd.DataFrame) -> pd.DataFrame:
         "output_tokens": logs["completion_tokens"].astype(float).tolist(),
         "response_loglik": logs["mean_logprob"].astype(float).fillna(0.0).tolist(),
     })
+    if vocab is not None:
+        df["prompt_unknown_terms"] = [has_unknown_terms(t, vocab) for t in df["prompt"]]
     emb = embed(df["prompt"].tolist())  # the request: what users ask is what drifts
     return pd.concat([df, pd.DataFrame(emb, columns=[f"emb_{j}" for j in range(emb.shape[1])])], axis=1)
