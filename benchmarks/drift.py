@@ -78,7 +78,7 @@ def main() -> int:
     gain = None if before is None or after is None else round(100 * (after - before), 1)
     latency = loop.get("event_to_retrain_start_s")
     rows = [
-        ("drift detected within 1 window of 500 after a 30% topic shift", "yes", "yes" if detected else "no",
+        (f"drift detected within 1 window of {args.size} after a {args.shift:.0%} topic shift", "yes", "yes" if detected else "no",
          detected, f"failed tests {res['shifted'][0]['failed']}"),
         ("false alarms over in-distribution windows", "0", f"{false_alarms}/{len(res['clean'])}", false_alarms == 0,
          f"max embedding score {max(w['embedding'] for w in res['clean']):.4f}"),

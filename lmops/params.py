@@ -140,7 +140,7 @@ class MonitorParams(Section):
     # of requests with terms never seen in training (lmops/monitor/vocab.py).
     thresholds: dict[Literal["text", "embedding", "quality", "latency", "unknown"], float] = {
         "text": 0.25, "embedding": 2.0, "quality": 0.3, "latency": 0.5, "unknown": 0.1}
-    warn_only: list[Literal["text", "embedding", "quality", "latency", "unknown"]] = ["latency"]
+    warn_only: list[Literal["text", "embedding", "quality", "latency", "unknown"]] = ["latency", "text"]
 
     @model_validator(mode="after")
     def _all_thresholds(self) -> "MonitorParams":
