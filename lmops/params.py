@@ -68,7 +68,7 @@ class PretrainParams(TrainParams):
     """The long from-scratch run behind the committed checkpoint (`lmops pretrain`)."""
     base: str = "scratch"
     out: str = "models/pretrained"
-    steps: int = Field(2500, ge=1)
+    steps: int = Field(1000, ge=1)
     lr: float = Field(2e-3, gt=0, lt=1)
     warmup: int = Field(100, ge=0)
 

@@ -72,6 +72,20 @@ def test_promote_and_rollback_agree_with_gto(repo, tmp_path):
     assert state == {"champion": "v0.0.1", "challenger": "v0.0.3"}
     assert {v.version: v.aliases for v in reg.versions(NAME)}["v0.0.3"] == ["challenger"]
     assert reg.resolve(NAME).path.is_dir()
+    # A version registered by hand with gto (free-text message) is listed, with an empty lineage.
+    api.register(repo, NAME, ref="HEAD", message="registered by hand")
+    assert reg.versions(NAME)[-1].version == "v0.0.4" and reg.versions(NAME)[-1].lineage.parent is None
+
+
+def test_pipeline_output_records_the_dvc_hash(repo):
+    fake_model(repo / "models" / "base", "dvc")
+    (repo / "dvc.lock").write_text("schema: '2.0'\nstages:\n  train:\n    cmd: lmops stage train\n    outs:\n"
+                                   "    - path: models/base\n      md5: 0123abcd.dir\n  data:\n    cmd: x\n"
+                                   "    outs:\n    - path: data/corpus\n      md5: feed.dir\n")
+    from lmops.registry import lineage_for
+
+    v = Registry(repo).register(NAME, repo / "models" / "base", lineage_for(repo))
+    assert v.lineage.dvc_model_hash == "0123abcd.dir" and v.lineage.data_hash == "feed.dir"
 
 
 def test_bad_inputs(repo, tmp_path):

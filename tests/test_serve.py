@@ -136,7 +136,7 @@ def test_hot_reload_under_concurrent_load(tiny_root, tiny_model, tmp_path):
                     failures.append(repr(err))
 
     with running_server(sp, repo) as (url, srv):
-        threads = [threading.Thread(target=client, args=(url,)) for _ in range(8)]
+        threads = [threading.Thread(target=client, args=(url,)) for _ in range(20)]  # the issue's 20 clients
         for t in threads:
             t.start()
         time.sleep(0.5)
@@ -157,3 +157,88 @@ def test_hot_reload_under_concurrent_load(tiny_root, tiny_model, tmp_path):
     df = read_logs(tmp_path / "logs")
     assert set(ids) <= set(df["request_id"])  # logged, every one
     assert set(df["model_version"]) == {v1.version, v2.version}
+
+
+def test_sigterm_flushes_the_log(tiny_root, tmp_path):
+    """`lmops serve` as a process: rows still in memory at SIGTERM reach the log store."""
+    import os
+    import subprocess
+    import sys
+
+    import yaml
+
+    from benchmarks.serve import free_port
+    from tests.conftest import ROOT
+
+    port = free_port()
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"serve": {
+        "port": port, "fallback_dir": str(tiny_root / "models" / "base"), "log_dir": str(tmp_path / "logs"),
+        "log_flush_seconds": 60, "reload_seconds": 0}}))  # only the shutdown flush can write in time
+    proc = subprocess.Popen([sys.executable, "-m", "lmops.cli", "--root", str(tmp_path), "serve"],
+                            env={**os.environ, "PYTHONPATH": str(ROOT)}, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None and time.monotonic() < deadline, "server did not start"
+            try:
+                httpx.get(f"http://127.0.0.1:{port}/health", timeout=1)
+                break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        for _ in range(3):
+            r = httpx.post(f"http://127.0.0.1:{port}/v1/completions", json={"prompt": QUESTION, "max_tokens": 2})
+            assert r.status_code == 200
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    assert len(read_logs(tmp_path / "logs")) == 3
+
+
+def test_prompt_hook_is_applied_and_logged(tiny_root, tmp_path):
+    def hook(prompt: str) -> tuple[str, str]:
+        if "boom" in prompt:
+            raise ValueError("template failed")
+        return "Answer briefly." + prompt, "qa@3"
+
+    with running_server(serve_params(tmp_path / "logs"), tiny_root, prompt_hook=hook) as (url, srv):
+        ok = httpx.post(f"{url}/v1/completions", json={"prompt": QUESTION, "max_tokens": 2}, timeout=30)
+        bad = httpx.post(f"{url}/v1/completions", json={"prompt": "boom", "max_tokens": 2}, timeout=30)
+        assert httpx.get(f"{url}/health").status_code == 200  # still serving
+    assert ok.status_code == 200 and bad.status_code == 500
+    assert "prompt hook failed" in bad.json()["error"]["message"]
+    df = read_logs(tmp_path / "logs").set_index("status")
+    assert df.loc[200, "prompt_version"] == "qa@3" and df.loc[200, "rendered_prompt"].startswith("Answer briefly.")
+    assert df.loc[200, "prompt"] == QUESTION and "template failed" in df.loc[500, "error"]
+
+
+def test_model_directory_markers_pick_the_loader(tiny_root, tmp_path, monkeypatch):
+    """A quantized variant (marker file in its directory) goes to its own loader, not from_pretrained."""
+    from lmops.serve import engine
+
+    variant = tmp_path / "variant"
+    shutil.copytree(tiny_root / "models" / "base", variant)
+    (variant / "fake_quant.json").write_text("{}")
+    calls = []
+
+    def fake_loader(path):
+        calls.append(path)
+        return engine._load_hf(path)
+
+    monkeypatch.setitem(engine.LOADERS, "fake_quant.json", fake_loader)
+    loaded = engine.load(variant, NAME, "v0.0.9")
+    assert calls == [variant] and loaded.context == 96 and loaded.version == "v0.0.9"
+    engine.load(tiny_root / "models" / "base", NAME, "v0.0.1")
+    assert len(calls) == 1
+
+
+def test_served_answers_match_evaluation(tiny_root, tiny_corpus):
+    """Batched serving with early stop gives the evaluation's greedy answers (same model, same text)."""
+    from lmops.model.evaluate import generate_answers
+    from lmops.serve.engine import Job, generate, load
+
+    loaded = load(tiny_root / "models" / "base", NAME, "v")
+    prompts = [f"\nQuestion: {r['question']}\nAnswer:" for r in tiny_corpus.qa[:10]]
+    served = generate(loaded, [Job(p, 6, 0.0, ["\n"]) for p in prompts])
+    expected = generate_answers(loaded.model, loaded.tokenizer, prompts, max_new_tokens=6)
+    assert [r.text.strip() for r in served] == expected
+    assert all(r.completion_tokens <= 6 and r.mean_logprob is not None for r in served if r.text)

@@ -32,7 +32,7 @@ def add_models_parser(sub) -> argparse.ArgumentParser:
 
 def run_models(args, sp: ServeParams, root: Path) -> None:
     from lmops.io import read_json
-    from lmops.registry import Lineage, Registry, data_hash
+    from lmops.registry import Registry, lineage_for
 
     reg = Registry(root, sp.registry_store)
     action = args.models_command
@@ -51,11 +51,7 @@ def run_models(args, sp: ServeParams, root: Path) -> None:
         if not versions:
             print(f"(no versions of {name} registered)")
     elif action == "register":
-        import yaml
-
-        params = yaml.safe_load((root / "params.yaml").read_text()) if (root / "params.yaml").exists() else {}
-        lineage = Lineage(data_hash=data_hash(root), params=params or {}, parent=args.parent, variant=args.variant,
-                          metrics=read_json(args.metrics) if args.metrics else {})
+        lineage = lineage_for(root, read_json(args.metrics) if args.metrics else {}, args.parent, args.variant)
         v = reg.register(args.name, Path(args.model_dir), lineage)
         print(f"registered {v.name}@{v.version} (commit {v.commit[:8]}, model {v.lineage.model_hash[:8]})")
     elif action == "promote":

@@ -40,6 +40,7 @@ class Lineage:
     parent: str | None = None  # the version this one was fine-tuned or quantized from
     metrics: dict = field(default_factory=dict)
     model_hash: str = ""  # filled in by `register`: the key of the stored bytes
+    dvc_model_hash: str = ""  # dvc.lock's md5 of the model when it is a pipeline output (`dvc checkout`)
     variant: str = "full"  # "full", or a quantization method name
     source: str = ""  # the directory it was registered from
     created_at: str = ""
@@ -90,6 +91,18 @@ def data_hash(root: Path, corpus: str = "data/corpus") -> str:
     return f"dir:{dir_hash(root / corpus)}" if (root / corpus).is_dir() else ""
 
 
+def lineage_for(root: Path, metrics: dict | None = None, parent: str | None = None, variant: str = "full",
+                params: dict | None = None, corpus: str = "data/corpus") -> Lineage:
+    """Lineage of a model built in project `root`: its data hash and params.yaml (or `params`)."""
+    import yaml
+
+    if params is None:
+        path = Path(root) / "params.yaml"
+        params = (yaml.safe_load(path.read_text()) or {}) if path.exists() else {}
+    return Lineage(data_hash=data_hash(Path(root), corpus), params=params, parent=parent,
+                   metrics=dict(metrics or {}), variant=variant)
+
+
 def _git(root: Path, *args: str, env: dict | None = None) -> str:
     proc = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True,
                           env={**os.environ, **(env or {})})
@@ -123,6 +136,8 @@ class Registry:
         lineage = lineage or Lineage()
         lineage.model_hash = dir_hash(model_dir)
         lineage.source = lineage.source or str(model_dir)
+        if model_dir.resolve().is_relative_to(self.root):  # a pipeline output: DVC's cache has it too
+            lineage.dvc_model_hash = dvc_out_hash(self.root, str(model_dir.resolve().relative_to(self.root))) or ""
         lineage.created_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
         if lineage.parent and self.get(name, lineage.parent) is None:
             raise InputError(f"parent version {name}@{lineage.parent} is not registered")
@@ -171,16 +186,16 @@ class Registry:
         except ArtifactNotFound:  # never registered: no versions
             return []
 
-    def versions(self, name: str) -> list[ModelVersion]:
+    def versions(self, name: str, events: list[dict] | None = None) -> list[ModelVersion]:
         """Every registered version of `name`, oldest first, with the aliases each holds now."""
-        current = {alias: self.alias_version(name, alias) for alias in ALIASES}
+        events = self._events(name) if events is None else events
+        current = {alias: _current(events, alias) for alias in ALIASES}
         out = []
-        for v in self._events(name):
+        for v in events:
             regs = v.get("registrations") or []
             if not regs:
                 continue
-            lineage = Lineage(**{k: val for k, val in json.loads(regs[-1]["message"] or "{}").items()
-                                 if k in Lineage.__dataclass_fields__})
+            lineage = _lineage(regs[-1]["message"])
             out.append(ModelVersion(name=name, version=v["version"], commit=v["commit_hexsha"], lineage=lineage,
                                     path=self.store / name / lineage.model_hash,
                                     aliases=[a for a, ver in current.items() if ver == v["version"]]))
@@ -189,33 +204,19 @@ class Registry:
     def get(self, name: str, version: str) -> ModelVersion | None:
         return next((v for v in self.versions(name) if v.version == version), None)
 
-    def _assignments(self, name: str, alias: str) -> list[dict]:
-        """Every assignment of `alias` for `name`, in the order they were made."""
-        rows = [a for v in self._events(name) for s in v.get("stages") or [] if s["stage"] == alias
-                for a in s["assignments"]]
-        # The tag counter (`name#alias#N`) is strictly increasing, so it orders same-second tags too.
-        return sorted(rows, key=lambda a: int(a["tag"].rsplit("#", 1)[1]))
-
     def _alias_stack(self, name: str, alias: str) -> list[str]:
-        """The alias' history with rolled-back entries popped: the last item is the current version."""
-        stack: list[str] = []
-        for a in self._assignments(name, alias):
-            if (a.get("message") or "").startswith(ROLLBACK) and len(stack) >= 2:
-                stack.pop()
-            elif not stack or stack[-1] != a["version"]:
-                stack.append(a["version"])
-        return stack
+        return _stack(self._events(name), alias)
 
     def alias_version(self, name: str, alias: str = "champion") -> str | None:
-        stack = self._alias_stack(name, alias)
-        return stack[-1] if stack else None
+        return _current(self._events(name), alias)
 
     def resolve(self, name: str, alias: str = "champion") -> ModelVersion | None:
         """The version `alias` points at, with its stored model directory; None if unassigned."""
-        version = self.alias_version(name, alias)
+        events = self._events(name)  # one read of the tags: this runs on every hot-reload poll
+        version = _current(events, alias)
         if version is None:
             return None
-        found = self.get(name, version)
+        found = next((v for v in self.versions(name, events) if v.version == version), None)
         if found is not None and not found.path.is_dir():
             raise InputError(f"{name}@{version} is registered but its model files are missing from {found.path} "
                              "(the local registry store); re-register the model directory")
@@ -223,8 +224,43 @@ class Registry:
 
     def _wait_for_next_second(self, name: str) -> None:
         """GTO sorts stage tags by creation time in whole seconds; keep ours strictly increasing."""
-        times = [a["created_at"] for alias in ALIASES for a in self._assignments(name, alias)]
+        events = self._events(name)
+        times = [a["created_at"] for alias in ALIASES for a in _assignments(events, alias)]
         if times:
             last = max(times).timestamp()
             while time.time() < int(last) + 1:
                 time.sleep(0.05)
+
+
+def _lineage(message: str | None) -> Lineage:
+    """The lineage in a registration tag's message; a version registered by hand with `gto register`
+    has free text there, and gets an empty lineage rather than breaking the listing."""
+    try:
+        raw = json.loads(message or "{}")
+    except ValueError:
+        raw = {}
+    return Lineage(**{k: v for k, v in raw.items() if k in Lineage.__dataclass_fields__}) \
+        if isinstance(raw, dict) else Lineage()
+
+
+def _assignments(events: list[dict], alias: str) -> list[dict]:
+    """Every assignment of `alias` in GTO's `show` output, in the order they were made."""
+    rows = [a for v in events for s in v.get("stages") or [] if s["stage"] == alias for a in s["assignments"]]
+    # The tag counter (`name#alias#N`) is strictly increasing, so it orders same-second tags too.
+    return sorted(rows, key=lambda a: int(a["tag"].rsplit("#", 1)[1]))
+
+
+def _stack(events: list[dict], alias: str) -> list[str]:
+    """The alias' history with rolled-back entries popped: the last item is the current version."""
+    stack: list[str] = []
+    for a in _assignments(events, alias):
+        if (a.get("message") or "").startswith(ROLLBACK) and len(stack) >= 2:
+            stack.pop()
+        elif not stack or stack[-1] != a["version"]:
+            stack.append(a["version"])
+    return stack
+
+
+def _current(events: list[dict], alias: str) -> str | None:
+    stack = _stack(events, alias)
+    return stack[-1] if stack else None

@@ -36,7 +36,7 @@ def champion_source(sp: ServeParams, root: Path) -> tuple[Path, str]:
     try:
         found = Registry(root, sp.registry_store).resolve(sp.model, sp.alias)
     except InputError as err:  # no git repository: nothing registered yet
-        log.info("no model registry in %s (%s)", root, err)
+        log.debug("no model registry in %s (%s)", root, err)
         found = None
     if found is not None:
         return found.path, found.version
@@ -108,7 +108,11 @@ class Server:
         if max_tokens > self.sp.max_tokens_limit:
             raise ApiError(400, f"max_tokens is {max_tokens}; the limit is {self.sp.max_tokens_limit}",
                            "max_tokens_too_large", "max_tokens")
-        text, prompt_version = self.prompt_hook(rendered)
+        try:
+            text, prompt_version = self.prompt_hook(rendered)
+        except Exception as err:  # a broken production prompt fails its request (logged), not the server
+            raise ApiError(500, f"the production prompt hook failed: {type(err).__name__}: {err}",
+                           "server_error") from None
         future = self.engine.submit(text, max_tokens, req.temperature, req.stops() or default_stop)
         try:
             result = await asyncio.wait_for(asyncio.wrap_future(future), self.sp.request_timeout)
@@ -117,6 +121,8 @@ class Server:
         except asyncio.TimeoutError:
             raise ApiError(503, f"generation did not finish within {self.sp.request_timeout} s; retry later",
                            "timeout") from None
+        except Exception as err:  # a generation bug: a 500 that is still logged like any request
+            raise ApiError(500, f"generation failed: {type(err).__name__}: {err}", "server_error") from None
         return result, prompt_version, text
 
     def log_request(self, *, request_id: str, endpoint: str, arrived: float, status: int, prompt: str = "",

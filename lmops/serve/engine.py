@@ -52,10 +52,32 @@ class Loaded:
     context: int  # the model's maximum positions: prompt + completion must fit
 
 
-def load(path: str | Path, name: str, version: str) -> Loaded:
+def _load_quantized(path: Path):
+    """A variant written by the quantize stage (it carries quant.json): real low-bit weights."""
+    try:
+        from lmops.quant.artifact import load_variant
+    except ImportError:
+        from lmops.io import InputError
+
+        raise InputError(f"{path} is a quantized variant (quant.json) but lmops.quant is not installed") from None
+    model, tokenizer, _meta = load_variant(path)
+    return model, tokenizer
+
+
+def _load_hf(path: Path):
     from lmops.model.build import load_model
 
-    model, tokenizer = load_model(path)
+    return load_model(path)
+
+
+# Marker file in a model directory -> its loader; a plain Hugging Face directory otherwise.
+LOADERS: dict[str, Callable[[Path], tuple]] = {"quant.json": _load_quantized}
+
+
+def load(path: str | Path, name: str, version: str) -> Loaded:
+    path = Path(path)
+    loader = next((fn for marker, fn in LOADERS.items() if (path / marker).is_file()), _load_hf)
+    model, tokenizer = loader(path)
     context = int(getattr(model.config, "max_position_embeddings", 0) or 2048)
     return Loaded(model, tokenizer, name, version, Path(path), context)
 
@@ -176,9 +198,13 @@ def generate(loaded: Loaded, jobs: list[Job]) -> list[Result]:
     max_new = max(j.max_tokens for j in jobs)
     temperature = jobs[0].temperature
     sampling = {"do_sample": True, "temperature": temperature} if temperature > 0 else {"do_sample": False}
+    from transformers import StoppingCriteriaList
+
+    stopper = _RowStop(tok, jobs, enc["input_ids"].shape[1])
     with torch.no_grad():
         out = model.generate(**enc, max_new_tokens=max_new, pad_token_id=tok.pad_token_id,
-                             output_scores=True, return_dict_in_generate=True, **sampling)
+                             output_scores=True, return_dict_in_generate=True,
+                             stopping_criteria=StoppingCriteriaList([stopper]), **sampling)
         # (B, new) log-prob of each chosen token under the (unwarped) model distribution
         scores = model.compute_transition_scores(out.sequences, out.scores, normalize_logits=True)
     new_ids = out.sequences[:, enc["input_ids"].shape[1]:]
@@ -193,6 +219,28 @@ def generate(loaded: Loaded, jobs: list[Job]) -> list[Result]:
         mean_lp = float(lp[torch.isfinite(lp)].mean()) if n and torch.isfinite(lp).any() else None
         results.append(Result(text, int(enc["attention_mask"][i].sum()), n, mean_lp, reason, loaded.version))
     return results
+
+
+class _RowStop:
+    """Per-row early stop: a row is done once its continuation holds one of its stop strings or it
+    reached its own max_tokens, and generate() ends when every row is done. QA answers are a few
+    tokens and end at a newline, so this saves most of the decoding steps."""
+
+    def __init__(self, tok, jobs: list[Job], prompt_len: int):
+        self.tok, self.jobs, self.prompt_len = tok, jobs, prompt_len
+
+    def __call__(self, input_ids, scores, **kwargs):
+        import torch
+
+        new = input_ids[:, self.prompt_len:]
+        done = []
+        for i, job in enumerate(self.jobs):
+            if new.shape[1] >= job.max_tokens:
+                done.append(True)
+                continue
+            text = self.tok.decode(new[i].tolist(), skip_special_tokens=True) if job.stop else ""
+            done.append(any(s and s in text for s in job.stop))
+        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
 
 
 def _apply_stop(tok, text: str, ids: list[int], job: Job) -> tuple[str, int, str]:

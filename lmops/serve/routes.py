@@ -1,8 +1,10 @@
 """The FastAPI app around a `Server`: routes, OpenAI-shaped errors, and logging of every request."""
 from __future__ import annotations
 
+import asyncio
 import json
 import time
+from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -44,7 +46,15 @@ def _raw_prompt(body: bytes) -> str:
 
 
 def create_app(server: Server) -> FastAPI:
-    app = FastAPI(title="lmops", description="OpenAI-compatible server of the lmops champion model")
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        yield
+        # Flush the log here: after a SIGTERM uvicorn re-raises the signal once it stops serving,
+        # which kills the process before any code after `uvicorn.run()` could run.
+        await asyncio.to_thread(server.close)
+
+    app = FastAPI(title="lmops", description="OpenAI-compatible server of the lmops champion model",
+                  lifespan=lifespan)
     app.state.server = server
 
     async def fail(request: Request, status: int, message: str, code: str, param: str | None = None):

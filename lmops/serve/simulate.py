@@ -127,7 +127,7 @@ class SimResult:
         return ("| kind | sent | failed |\n|---|---|---|\n" + "\n".join(rows) +
                 f"\n\n{total} requests in {self.seconds:.1f} s ({total / max(self.seconds, 1e-9):.1f} req/s), "
                 f"latency p50 {self.percentile(0.5):.0f} ms, p99 {self.percentile(0.99):.0f} ms, "
-                f"{sum(self.failed.values())} failed")
+                f"{sum(self.failed.values())} failed" + (f"\nfirst error: {self.errors[0]}" if self.errors else ""))
 
 
 def send(traffic: Traffic, url: str, requests: int, concurrency: int, start_index: int = 0,
