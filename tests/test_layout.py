@@ -48,7 +48,7 @@ def test_deployments_point_at_real_flows():
     for dep in spec["deployments"]:
         path, func = dep["entrypoint"].split(":")
         assert f"def {func}(" in (ROOT / path).read_text()
-        assert dep["schedules"] and dep["work_pool"]["name"]
+        assert (dep.get("schedules") or dep.get("triggers")) and dep["work_pool"]["name"]
     from deployments.serve import deployments
 
     assert [d.name for d in deployments()] == ["weekly"]
