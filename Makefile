@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test repro clean
+.PHONY: install run test repro clean ui-deps
 
 $(STAMP): pyproject.toml requirements.lock
 	python3 -m venv $(VENV)
@@ -26,3 +26,7 @@ repro: install
 
 clean:
 	rm -rf $(VENV)
+
+# Headless Chromium for the Prefect UI test (tests/test_drift_loop.py skips without it).
+ui-deps:
+	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)

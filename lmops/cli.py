@@ -58,6 +58,13 @@ def cmd_simulate(args) -> None:
     print(simulate(sim, Path(args.root)).table())
 
 
+def cmd_up(args) -> None:
+    _params(args)
+    from deployments.up import main as up  # lazy: lmops itself never imports Prefect
+
+    raise SystemExit(up(["--root", args.root, "--prefect-port", str(args.prefect_port)]))
+
+
 def cmd_models(args) -> None:
     from lmops.registry.cli import run_models
 
@@ -102,6 +109,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--url", help="override simulate.url")
     p.add_argument("--requests", type=int, help="override simulate.requests")
     p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("up", help="start the local stack on loopback: Prefect server + UI, process worker, "
+                       "monitoring and retraining deployments, model server")
+    p.add_argument("--prefect-port", type=int, default=4200, help="Prefect server/UI port (default 4200)")
+    p.set_defaults(func=cmd_up)
 
     from lmops.registry.cli import add_models_parser
 

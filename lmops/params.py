@@ -186,6 +186,8 @@ class PromptsParams(Section):
     backend: BackendParams = BackendParams()
     loop: PromptLoopParams = PromptLoopParams()
     router: RouterParams = RouterParams()
+
+
 class QuantizeParams(Section):
     """The quantization grid (`lmops stage quantize`): every scheme is built from `base`, saved, reloaded
     and evaluated the same way. Defaults keep the whole stage within ~7 minutes on 2 CPU cores."""
@@ -229,6 +231,66 @@ class QuantizeParams(Section):
         return self
 
 
+class MonitorParams(Section):
+    """Windowed drift monitoring of the production logs (`flows/monitor.py`, the `drift` stage)."""
+    interval_minutes: float = Field(10, gt=0)  # the monitoring deployment's schedule
+    window_minutes: float = Field(10, gt=0)  # each run compares the last window with the reference
+    min_rows: int = Field(50, ge=2)  # a window with fewer rows is quarantined, not judged
+    # score kind -> largest passing value; "text"/"quality"/"latency" are normed Wasserstein distances,
+    # "embedding" the distance between mean MiniLM prompt embeddings in units of its no-drift noise
+    # floor (1.0 = two samples of the same traffic; see lmops/monitor/drift.py); "unknown" the share
+    # of requests with terms never seen in training (lmops/monitor/vocab.py).
+    thresholds: dict[Literal["text", "embedding", "quality", "latency", "unknown"], float] = {
+        "text": 0.25, "embedding": 2.0, "quality": 0.3, "latency": 0.5, "unknown": 0.1}
+    warn_only: list[Literal["text", "embedding", "quality", "latency", "unknown"]] = ["latency", "text"]
+
+    @model_validator(mode="after")
+    def _all_thresholds(self) -> "MonitorParams":
+        missing = {"text", "embedding", "quality", "latency", "unknown"} - set(self.thresholds)
+        if missing:
+            raise ValueError(f"thresholds needs a value for {sorted(missing)}")
+        return self
+
+
+class RetrainParams(Section):
+    """The drift-triggered retraining: LoRA fine-tune of the champion, then the promotion gate."""
+    lora_r: int = Field(16, ge=1)
+    lora_alpha: int = Field(32, ge=1)
+    steps: int = Field(80, ge=1)
+    batch_size: int = Field(16, ge=1)
+    lr: float = Field(3e-3, gt=0, lt=1)
+    context: int = Field(128, ge=32)  # fresh documents are short: shorter rows train faster
+    replay_share: float = Field(0.3, ge=0, lt=1)  # share of old training texts mixed in (forgetting guard)
+    # "better on the new data": closed-book exact match on the drifted topic, or (finer, for tiny
+    # models) the mean log-probability of the true answers
+    gate_metric: Literal["new_qa", "new_answer_logprob"] = "new_qa"
+    min_gain: float = Field(0.0, ge=0)  # challenger must beat the champion on it by more than this
+    tolerance: float = Field(0.05, ge=0)  # and lose at most this much on the old test split
+    eval_items: int = Field(100, ge=1)
+    cooldown_minutes: float = Field(30, ge=0)  # one drift burst -> one retraining run
+    threads: int = Field(2, ge=1)
+    seed: int = 0
+
+
+class ScenarioParams(Section):
+    """The headline run of the `drift` stage: in-distribution windows, then a topic shift."""
+    window_requests: int = Field(500, ge=10)
+    reference_requests: int = Field(500, ge=10)
+    clean_windows: int = Field(2, ge=0)
+    drift_windows: int = Field(2, ge=1)
+    topic_shift: float = Field(0.3, ge=0, le=1)  # share of drifted requests about never-seen equipment
+    concurrency: int = Field(4, ge=1)  # simulated clients
+    timeout_s: float = Field(600, gt=0)  # waiting for the event-triggered retraining to finish
+    seed: int = 0
+
+
+class DriftStageParams(Section):
+    """The `drift` stage: monitoring, drift-triggered retraining and the scenario that shows both."""
+    monitor: MonitorParams = MonitorParams()
+    retrain: RetrainParams = RetrainParams()
+    scenario: ScenarioParams = ScenarioParams()
+
+
 class Params(Section):
     data: DataParams = DataParams()
     train: TrainParams = TrainParams()
@@ -238,6 +300,7 @@ class Params(Section):
     simulate: SimulateParams = SimulateParams()
     prompts: PromptsParams = PromptsParams()
     quantize: QuantizeParams = QuantizeParams()
+    drift: DriftStageParams = DriftStageParams()
 
 
 class ParamsError(ValueError):

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Callable
 
 from lmops.io import read_json, write_json, write_text
+from lmops.monitor.stage import stage_drift
 from lmops.params import Params, TrainParams
 from lmops.prompts.stage import stage_prompts  # light at import time: heavy imports are inside
 from lmops.quant.stage import stage_quantize
@@ -125,6 +126,7 @@ STAGES: dict[str, Callable[[Params, Path], dict]] = {
     "evaluate": stage_evaluate,
     "prompts": stage_prompts,
     "quantize": stage_quantize,
+    "drift": stage_drift,
 }
 
 

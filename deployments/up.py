@@ -1,0 +1,148 @@
+"""`lmops up`: the whole local stack on loopback, as child processes of this one.
+
+1. `prefect server start` on 127.0.0.1 (UI and API), its database under `<project>/.lmops/prefect`;
+2. the `lmops-process` work pool and a process worker polling it;
+3. the deployments (`deployments/ops.py`): monitoring on a schedule, retraining on the drift event;
+4. the model server, `lmops serve` (the registry's champion, hot-reloaded on promotion).
+
+The drift stage's scenario starts the same stack in a sandbox project (`deployments/scenario.py`).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+LOOPBACK = "127.0.0.1"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((LOOPBACK, 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url: str, timeout: float, proc: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"{proc.args} exited with {proc.returncode} before {url} answered")
+        try:
+            if httpx.get(url, timeout=2).status_code < 500:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise TimeoutError(f"{url} did not answer within {timeout:.0f} s")
+
+
+class Stack:
+    """The Prefect server, a process worker and the model server, for one project directory."""
+
+    def __init__(self, project: str | Path, prefect_port: int | None = None, logs: Path | None = None):
+        self.project = Path(project).resolve()
+        self.port = prefect_port or free_port()
+        self.api = f"http://{LOOPBACK}:{self.port}/api"
+        self.logs = logs or self.project / ".lmops" / "logs"
+        self.logs.mkdir(parents=True, exist_ok=True)
+        self.procs: dict[str, subprocess.Popen] = {}
+        bin_dir = str(Path(sys.executable).parent)
+        self.env = {**os.environ, "PREFECT_API_URL": self.api, "PREFECT_HOME": str(self.project / ".lmops" / "prefect"),
+                    "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_WORKER_QUERY_SECONDS": "2",
+                    "PREFECT_WORKER_PREFETCH_SECONDS": "5", "PREFECT_LOGGING_LEVEL": "INFO",
+                    "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""), "HF_HUB_OFFLINE": "1",
+                    "PYTHONPATH": str(self.project) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+                    "TOKENIZERS_PARALLELISM": "false"}
+
+    def _start(self, name: str, args: list[str]) -> subprocess.Popen:
+        out = open(self.logs / f"{name}.log", "ab")
+        proc = subprocess.Popen(args, cwd=self.project, env=self.env, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+        self.procs[name] = proc
+        return proc
+
+    def start_prefect(self, timeout: float = 120) -> None:
+        proc = self._start("prefect-server", ["prefect", "server", "start", "--host", LOOPBACK, "--port", str(self.port)])
+        wait_http(f"{self.api}/health", timeout, proc)
+
+    def start_worker(self, pool: str) -> None:
+        subprocess.run(["prefect", "work-pool", "create", pool, "--type", "process", "--overwrite"], env=self.env,
+                       cwd=self.project, check=True, capture_output=True)
+        self._start("worker", ["prefect", "worker", "start", "--pool", pool, "--type", "process"])
+
+    def start_model_server(self, port: int, timeout: float = 120) -> str:
+        proc = self._start("model-server", ["lmops", "--root", str(self.project), "serve", "--host", LOOPBACK,
+                                            "--port", str(port)])
+        url = f"http://{LOOPBACK}:{port}"
+        wait_http(f"{url}/health", timeout, proc)
+        return url
+
+    def stop(self) -> None:
+        """Stop our children (each started in its own session, so its own children go too)."""
+        for proc in reversed(list(self.procs.values())):
+            if proc.poll() is None:
+                try:
+                    os.killpg(proc.pid, 15)
+                except ProcessLookupError:
+                    continue
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, 9)
+
+
+def deploy(stack: Stack, project: Path, monitor_schedule: bool = True) -> dict:
+    """Deploy the ops flows against the stack's server (in a child: PREFECT_API_URL is per process)."""
+    code = ("import json, sys; from pathlib import Path; from lmops.params import load_params; "
+            "from deployments.ops import deploy_ops; "
+            f"print(json.dumps(deploy_ops({str(project)!r}, load_params(Path({str(project)!r}) / 'params.yaml'), "
+            f"{monitor_schedule!r})))")
+    proc = subprocess.run([sys.executable, "-c", code], env=stack.env, cwd=project, capture_output=True, text=True)
+    if proc.returncode:
+        raise RuntimeError(f"deploying the ops flows failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    import json
+
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main(argv: list[str] | None = None) -> int:
+    from deployments.ops import POOL
+    from lmops.params import load_params
+
+    ap = argparse.ArgumentParser(prog="lmops up", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--root", default=".")
+    ap.add_argument("--prefect-port", type=int, default=4200)
+    args = ap.parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwind and stop the children on `kill`
+    project = Path(args.root).resolve()
+    p = load_params(project / "params.yaml")
+    stack = Stack(project, args.prefect_port)
+    try:
+        stack.start_prefect()
+        print(f"Prefect server and UI: http://{LOOPBACK}:{stack.port}")
+        stack.start_worker(POOL)
+        print(f"deployments: {deploy(stack, project)}")
+        url = stack.start_model_server(p.serve.port)
+        print(f"model server: {url}/v1 (champion of the registry; logs in {p.serve.log_dir})\n"
+              f"process logs in {stack.logs}; Ctrl-C stops everything")
+        while all(proc.poll() is None for proc in stack.procs.values()):
+            time.sleep(1)
+        dead = [n for n, proc in stack.procs.items() if proc.poll() is not None]
+        print(f"stopped: {dead} exited (see {stack.logs})", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        stack.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,57 @@
+"""`lmops-monitor`: one window of production logs against the reference, on a schedule.
+
+Drift (a critical Evidently test failing) emits `lmops.drift.detected`; the retraining deployment's
+trigger listens for it. A cooldown (`drift.retrain.cooldown_minutes`) makes one burst one event.
+The first window a fresh monitor sees becomes its reference (delete `<state_dir>` to re-baseline).
+"""
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pandas as pd
+from prefect import flow
+from prefect.logging import get_run_logger
+
+from lmops.monitor.logs import Window
+from tasks.monitor import drift_report, emit_drift, features, load_window
+from tasks.params import validate_params
+
+
+@flow(name="lmops-monitor", log_prints=True)
+def monitor(project: str = ".", log_dir: str = "logs/production", state_dir: str = ".lmops/monitor",
+            start: datetime | None = None, end: datetime | None = None,
+            metrics_path: str = "metrics/drift.json") -> dict:
+    """Judge the window [start, end) (default: the last `window_minutes` up to now)."""
+    from lmops.monitor.window import REFERENCE, record_window, reference_features, should_emit
+
+    root = Path(project)
+    p = validate_params(project).drift
+    end = pd.Timestamp(end or datetime.now(timezone.utc))
+    window = Window.of(pd.Timestamp(start) if start else end - timedelta(minutes=p.monitor.window_minutes), end)
+    state = root / state_dir
+    state.mkdir(parents=True, exist_ok=True)
+    logs = load_window(str(root / log_dir), window, p.monitor.min_rows, str(state))
+    if logs is None:
+        get_run_logger().warning("window %s..%s quarantined (too few rows); the monitor continues with the "
+                                 "next window", window.start, window.end)
+        return {**window.as_dict(), "quarantined": True}
+    corpus = str(root / "data/corpus")
+    if not (state / REFERENCE).exists():
+        reference_features(state, features(logs, corpus, logs["prompt"].tolist()))
+        print(f"no reference yet: window {window.start}..{window.end} ({len(logs)} rows) is now the reference")
+        return {**window.as_dict(), "reference": True}
+    reference = reference_features(state)
+    current = features(logs, corpus, reference["prompt"].tolist())
+    html = state / "reports" / f"{window.start:%Y%m%dT%H%M%S}.html"
+    report = drift_report(reference, current, p.monitor, str(html))
+    entry = record_window(root / metrics_path, window, report["drift_detected"], report["scores"])
+    if report["drift_detected"] and should_emit(state / "events.json", pd.Timestamp.now(tz="UTC"),
+                                                 p.retrain.cooldown_minutes):
+        entry["event_id"] = emit_drift(window, report, project)
+        print(f"drift detected in {window.start}..{window.end}: {report['failed']} -> event {entry['event_id']}")
+    return {**entry, "failed": report["failed"], "report": str(html)}
+
+
+if __name__ == "__main__":
+    monitor()

@@ -1,0 +1,46 @@
+"""`lmops-retrain`: started by the `lmops.drift.detected` event (see deployments/serve.py).
+
+snapshot the drifted data as a DVC-versioned dataset -> LoRA fine-tune of the champion (merged) ->
+quantization hook -> evaluation of both -> gate -> register, and promote if the gate passes. The
+server polls the registry and hot-reloads the new champion.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import flow
+from prefect.artifacts import create_markdown_artifact
+
+from tasks.params import validate_params
+from tasks.retrain import evaluate, finetune, gate_and_promote, quantize, snapshot_data
+
+
+@flow(name="lmops-retrain", log_prints=True)
+def retrain(project: str = ".", window: dict | None = None, scores: dict | None = None, event_id: str = "") -> dict:
+    """`window` = {"start", "end"} of the drifted logs (from the event payload)."""
+    from lmops.retrain.run import CHALLENGER, champion
+
+    p = validate_params(project)
+    if not window:
+        raise ValueError("retrain needs the drifted window {'start', 'end'} (the drift event's payload)")
+    print(f"retraining for drift event {event_id or '(manual)'} on window {window}; scores {scores}")
+    dataset, manifest = snapshot_data(p, project, window)
+    champ_dir, champ_version = champion(p, Path(project))
+    stats = finetune(p, project, str(champ_dir), dataset)
+    challenger = quantize(p, project, str(Path(project) / CHALLENGER))
+    trained = manifest["faq_questions"] + manifest["asked_questions"]
+    champ = evaluate(p, project, str(champ_dir), trained, "champion")
+    chall = evaluate(p, project, challenger, trained, "challenger")
+    record = gate_and_promote(p, project, champ_version, challenger, dataset, champ, chall, window)
+    rows = "\n".join(f"| {k} | {champ[k]} | {chall[k]} |" for k in chall)
+    create_markdown_artifact(
+        f"# Drift retraining: {'promoted' if record['promoted'] else 'kept the champion'}\n\n{record['reason']}\n\n"
+        f"| metric | champion {champ_version} | challenger {record['version']} |\n|---|---|---|\n{rows}\n\n"
+        f"Dataset `{dataset}`: {manifest['texts']} texts ({len(manifest['asked_questions'])} asked questions). "
+        f"Fine-tune: {stats['steps']} LoRA steps in {stats['train_seconds']} s.",
+        key="lmops-retrain", description="drift-triggered retraining outcome")
+    return {**record, "event_id": event_id, "finetune": stats}
+
+
+if __name__ == "__main__":
+    retrain()

@@ -1,0 +1,41 @@
+"""LoRA fine-tune of the champion on the retraining texts, merged back into a plain model."""
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+from lmops.io import atomic_dir, write_json
+from lmops.params import RetrainParams
+
+# Every linear layer of a LLaMA/Qwen/Mistral block: at this size the MLP carries most of the facts.
+TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+def mix_replay(new: list[str], old: list[str], share: float, seed: int) -> list[str]:
+    """`new` plus enough old training texts to make `share` of the mix (a guard against forgetting)."""
+    if not share or not old:
+        return list(new)
+    k = min(len(old), int(len(new) * share / (1 - share)))
+    return list(new) + random.Random(seed).sample(old, k)
+
+
+def lora_finetune(model, tokenizer, texts: list[str], p: RetrainParams):
+    """Train LoRA adapters on `texts` and merge them: returns (merged model, TrainResult)."""
+    from peft import LoraConfig, get_peft_model
+
+    from lmops.model.train import train_lm
+
+    config = LoraConfig(r=p.lora_r, lora_alpha=p.lora_alpha, lora_dropout=0.0, target_modules=TARGETS,
+                        task_type="CAUSAL_LM")
+    peft_model = get_peft_model(model, config)
+    result = train_lm(peft_model, tokenizer, texts, context=p.context, steps=p.steps, batch_size=p.batch_size,
+                      lr=p.lr, warmup=max(1, p.steps // 10), seed=p.seed, threads=p.threads)
+    return peft_model.merge_and_unload(), result
+
+
+def save_model(model, tokenizer, out: Path, stats: dict) -> Path:
+    with atomic_dir(out) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        write_json(tmp / "train_stats.json", stats)
+    return out

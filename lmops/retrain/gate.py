@@ -1,0 +1,82 @@
+"""The promotion gate and the evaluations it reads: closed-book QA on the drifted topic (the new data)
+and the base report card's open-book QA on the old test split."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from lmops.data import Corpus
+from lmops.data.generate import qa_text
+from lmops.params import RetrainParams
+
+
+def closed_book_qa(model, tokenizer, qa: list[dict], max_new_tokens: int = 12) -> float:
+    """Exact match on questions asked with no document: what the model itself knows."""
+    from lmops.model.evaluate import exact_match, generate_answers
+
+    if not qa:
+        return float("nan")
+    preds = generate_answers(model, tokenizer, [qa_text(r["question"]) for r in qa], max_new_tokens)
+    return round(exact_match(preds, [r["answer"] for r in qa]), 4)
+
+
+def answer_logprob(model, tokenizer, qa: list[dict]) -> float:
+    """Mean log-probability per token of the true answers, closed-book: finer-grained than exact match
+    (it moves before the greedy answer flips), so tiny models can be gated on it too."""
+    import torch
+
+    total, count = 0.0, 0
+    for r in qa:
+        prompt = tokenizer(qa_text(r["question"]), add_special_tokens=False)["input_ids"]
+        answer = tokenizer(" " + r["answer"], add_special_tokens=False)["input_ids"]
+        ids = torch.tensor([prompt + answer])
+        with torch.no_grad():
+            logp = torch.log_softmax(model(input_ids=ids).logits[0, :-1].float(), -1)  # (T-1, V)
+        targets = ids[0, 1:]
+        total += float(logp[torch.arange(len(targets)), targets][-len(answer):].sum())
+        count += len(answer)
+    return round(total / max(1, count), 4)
+
+
+def old_test_qa(model, tokenizer, corpus: Corpus, items: int, max_new_tokens: int = 12) -> float:
+    """The base evaluation's open-book KB QA on the test entities (what the champion was chosen on)."""
+    from lmops.model.evaluate import exact_match, generate_answers, kb_qa_items
+
+    prompts, answers = kb_qa_items(corpus, "test", items)
+    return round(exact_match(generate_answers(model, tokenizer, prompts, max_new_tokens), answers), 4)
+
+
+def evaluate_candidate(model, tokenizer, corpus: Corpus, fresh_qa: list[dict], trained_questions: set[str],
+                       items: int) -> dict[str, float]:
+    unseen = [r for r in fresh_qa if r["question"] not in trained_questions]
+    return {"new_qa": closed_book_qa(model, tokenizer, fresh_qa[:items * 3]),
+            "new_answer_logprob": answer_logprob(model, tokenizer, fresh_qa[:items]),
+            "new_qa_untrained": closed_book_qa(model, tokenizer, unseen[:items]),
+            "old_test_qa": old_test_qa(model, tokenizer, corpus, items)}
+
+
+@dataclass
+class Decision:
+    promote: bool
+    reason: str
+    champion: dict
+    challenger: dict
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def gate(champion: dict[str, float], challenger: dict[str, float], p: RetrainParams) -> Decision:
+    """Promote only if better on the new data and within `tolerance` on the old test split."""
+    key = p.gate_metric
+    gain = challenger[key] - champion[key]
+    loss = champion["old_test_qa"] - challenger["old_test_qa"]
+    if gain <= p.min_gain:
+        reason = f"not better on the new data: {key} {champion[key]:.3f} -> {challenger[key]:.3f}"
+        return Decision(False, reason, champion, challenger)
+    if loss > p.tolerance:
+        reason = (f"worse on the old test split beyond tolerance {p.tolerance}: "
+                  f"old_test_qa {champion['old_test_qa']:.3f} -> {challenger['old_test_qa']:.3f}")
+        return Decision(False, reason, champion, challenger)
+    reason = (f"{key} {champion[key]:.3f} -> {challenger[key]:.3f} (+{gain:.3f}); "
+              f"old_test_qa {champion['old_test_qa']:.3f} -> {challenger['old_test_qa']:.3f} (tolerance {p.tolerance})")
+    return Decision(True, reason, champion, challenger)

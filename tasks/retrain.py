@@ -1,0 +1,52 @@
+"""Prefect tasks of the retraining flow; each calls one lmops.retrain function."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from lmops.params import Params
+
+
+@task(name="snapshot-data", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
+def snapshot_data(p: Params, project: str, window: dict) -> tuple[str, dict]:
+    """Write the retraining dataset and version it with DVC (`dvc add`, when the project uses DVC)."""
+    from lmops.retrain.run import snapshot
+
+    out, manifest = snapshot(p, Path(project), window)
+    if (Path(project) / ".dvc").is_dir():
+        from tasks.dvc import _dvc
+
+        _dvc(["add", str(out)], project)
+    return str(out), manifest
+
+
+@task(name="finetune-lora", cache_policy=NO_CACHE)
+def finetune(p: Params, project: str, champion_dir: str, dataset: str) -> dict:
+    from lmops.retrain.run import finetune as run
+
+    return run(p, Path(project), Path(champion_dir), Path(dataset))
+
+
+@task(name="quantize-challenger", cache_policy=NO_CACHE)
+def quantize(p: Params, project: str, model_dir: str) -> str:
+    from lmops.retrain.run import quantize_hook
+
+    return str(quantize_hook(p, Path(project), Path(model_dir)))
+
+
+@task(name="evaluate-model", task_run_name="evaluate-{label}", cache_policy=NO_CACHE)
+def evaluate(p: Params, project: str, model_dir: str, trained: list[str], label: str) -> dict:
+    from lmops.retrain.run import evaluate as run
+
+    return run(p, Path(project), Path(model_dir), set(trained))
+
+
+@task(name="gate-and-promote", retries=1, retry_delay_seconds=2, cache_policy=NO_CACHE)
+def gate_and_promote(p: Params, project: str, champion_version: str, challenger_dir: str, dataset: str,
+                     champ: dict, chall: dict, window: dict) -> dict:
+    from lmops.retrain.run import register_and_gate
+
+    return register_and_gate(p, Path(project), champion_version, Path(challenger_dir), Path(dataset),
+                             champ, chall, window)

@@ -1,0 +1,136 @@
+"""Monitoring and retraining pieces on tiny data: quarantine, the Evidently report, the dataset, the gate."""
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta, timezone
+
+import numpy as np
+import pandas as pd
+import pytest
+
+T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+
+
+def _rows(n: int, start: datetime = T0, prompt: str = "\nQuestion: Who makes Kavin-123?\nAnswer:") -> list[dict]:
+    return [{"request_id": f"r{i}", "timestamp": start + timedelta(seconds=i), "endpoint": "/v1/completions",
+             "status": 200, "error": None, "model": "lmops-model", "model_version": "v0.0.1", "prompt_version": "none",
+             "prompt": prompt, "rendered_prompt": prompt, "response": " Sol Works", "prompt_tokens": 10,
+             "completion_tokens": 3, "latency_ms": 20.0 + i % 5, "mean_logprob": -1.0 - 0.01 * (i % 7), "user": "sim:normal"}
+            for i in range(n)]
+
+
+def test_corrupt_log_file_is_quarantined_and_the_window_still_reads(tmp_path, caplog):
+    from lmops.monitor.logs import Window
+    from lmops.monitor.window import load_window
+    from lmops.serve.logstore import write_part
+
+    logs, state = tmp_path / "logs", tmp_path / "state"
+    state.mkdir()
+    write_part(_rows(60), logs)
+    bad = logs / "part-20260101T000030000000Z-bad-000000.parquet"
+    bad.write_bytes(b"PAR1 this is not parquet")
+    with caplog.at_level(logging.WARNING):
+        rows = load_window(logs, Window.of(T0, T0 + timedelta(hours=1)), 10, state)
+    assert len(rows) == 60
+    assert not bad.exists() and (logs / "quarantine" / bad.name).exists()
+    assert any("quarantined" in r.getMessage() and bad.name in r.getMessage() for r in caplog.records)
+
+
+def test_window_with_too_few_rows_is_quarantined_with_a_log_line(tmp_path, caplog):
+    from lmops.monitor.logs import Window
+    from lmops.monitor.window import TooFewRows, load_window
+    from lmops.serve.logstore import write_part
+
+    write_part(_rows(5), tmp_path / "logs")
+    with caplog.at_level(logging.WARNING), pytest.raises(TooFewRows):
+        load_window(tmp_path / "logs", Window.of(T0, T0 + timedelta(hours=1)), 50, tmp_path)
+    assert "5 rows < min_rows 50" in caplog.text
+    assert "min_rows" in (tmp_path / "quarantine.jsonl").read_text()
+
+
+def _features(n: int, seed: int, shift: float = 0.0) -> pd.DataFrame:
+    """Feature frames without MiniLM: random unit vectors, with a mean shift for drift."""
+    rng = np.random.default_rng(seed)
+    emb = rng.normal(size=(n, 16)) + shift
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    words = ["pump", "valve", "pressure", "team", "bar"]
+    df = pd.DataFrame({"prompt": [" ".join(rng.choice(words, size=rng.integers(4, 9) + int(shift * 10)))
+                                  for _ in range(n)],
+                       "response": [f"{rng.integers(2, 95)} bar" for _ in range(n)],
+                       "latency_ms": rng.normal(50, 5, n), "output_tokens": rng.integers(2, 5, n).astype(float),
+                       "response_loglik": rng.normal(-1, 0.1, n) - shift,
+                       "prompt_unknown_terms": (rng.random(n) < shift / 2).astype(float)})
+    return pd.concat([df, pd.DataFrame(emb, columns=[f"emb_{j}" for j in range(16)])], axis=1)
+
+
+def test_evidently_tests_pass_on_clean_data_and_fail_on_shifted_data(tmp_path):
+    from lmops.monitor.drift import run_report, save_html
+    from lmops.params import MonitorParams
+
+    p = MonitorParams(thresholds={"text": 0.3, "embedding": 2.0, "quality": 0.5, "latency": 0.5, "unknown": 0.1})
+    reference = _features(200, 0)
+    clean = run_report(reference, _features(200, 1), p)
+    assert not clean.drift_detected, clean.failed
+    shifted = run_report(reference, _features(200, 2, shift=0.6), p)
+    assert shifted.drift_detected
+    assert {"embedding", "response_loglik", "prompt_unknown_terms"} <= set(shifted.failed)
+    assert set(shifted.scores) >= {"prompt_length", "prompt_words", "prompt_nonletter", "embedding", "latency_ms"}
+    assert "<html" in save_html(shifted, tmp_path / "r.html").read_text()[:2000].lower()
+
+
+def test_latency_is_a_warning_not_a_drift_by_default():
+    from lmops.monitor.drift import run_report
+    from lmops.params import MonitorParams
+
+    p = MonitorParams(thresholds={"text": 0.3, "embedding": 2.0, "quality": 0.5, "latency": 0.5, "unknown": 0.1})
+    slow = _features(200, 1)
+    slow["latency_ms"] *= 3
+    r = run_report(_features(200, 0), slow, p)
+    assert "latency_ms" in r.warnings and not r.drift_detected
+
+
+def test_unknown_terms_flag_new_equipment_names_kinds_and_slang_only():
+    from lmops.monitor.vocab import domain_vocab, has_unknown_terms
+
+    vocab = domain_vocab(["The pump Vindor-417 is made by Sol Works.\nQuestion: Who makes Vindor-417?\nAnswer:"])
+    assert has_unknown_terms("\nQuestion: Who makes Vindor-417?\nAnswer:", vocab) == 0.0
+    assert has_unknown_terms("Incident report INC-4821 on the pump Vindor-417.", vocab) == 1.0  # "incident", "report"
+    assert has_unknown_terms("Who makes Kavin-123?", vocab) == 1.0
+    assert has_unknown_terms("The centrifuge Vindor-417", vocab) == 1.0
+    assert has_unknown_terms("Who makes Vindor-417? 12 34", vocab) == 0.0  # digits are not vocabulary
+
+
+def test_retrain_texts_label_asked_questions_from_documents_not_from_the_model():
+    from lmops.params import SimulateParams
+    from lmops.retrain.dataset import retrain_texts
+    from lmops.retrain.fresh import fresh_documents, fresh_qa
+
+    sim = SimulateParams(fresh_entities=4)
+    qa = fresh_qa(sim)
+    asked = qa[5]
+    logs = pd.DataFrame(_rows(3, prompt=f"styled: \nQuestion: {asked['question']}\nAnswer:"))
+    texts, prov = retrain_texts(logs, fresh_documents(sim), qa, seed=0)
+    assert prov["asked_questions"] == [asked["question"]]
+    assert any(t.endswith(f"Question: {asked['question']}\nAnswer: {asked['answer']}\n") for t in texts)
+    assert not any("Sol Works" in t for t in texts if asked["answer"] != "Sol Works")
+    assert len(prov["faq_questions"]) == 4 * 3
+
+
+@pytest.mark.parametrize("challenger, promote, why", [
+    ({"new_qa": 0.5, "old_test_qa": 0.58}, True, "new_qa"),
+    ({"new_qa": 0.1, "old_test_qa": 0.60}, False, "not better on the new data"),
+    ({"new_qa": 0.5, "old_test_qa": 0.40}, False, "worse on the old test split"),
+])
+def test_gate(challenger, promote, why):
+    from lmops.params import RetrainParams
+    from lmops.retrain.gate import gate
+
+    d = gate({"new_qa": 0.1, "old_test_qa": 0.60}, challenger, RetrainParams(tolerance=0.05, gate_metric="new_qa"))
+    assert d.promote is promote and why in d.reason
+
+
+def test_drift_params_name_the_bad_key():
+    from lmops.params import ParamsError, validate
+
+    with pytest.raises(ParamsError, match=r"drift\.monitor: .*thresholds needs a value for \[.embedding."):
+        validate({"drift": {"monitor": {"thresholds": {"text": 0.1}}}})
