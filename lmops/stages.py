@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Callable
 
 from lmops.io import read_json, write_json, write_text
+from lmops.longctx.stage import stage_long_context
 from lmops.params import Params, TrainParams
 
 CORPUS = Path("data/corpus")
@@ -112,6 +113,7 @@ STAGES: dict[str, Callable[[Params, Path], dict]] = {
     "data": stage_data,
     "train": stage_train,
     "evaluate": stage_evaluate,
+    "long_context": stage_long_context,
 }
 
 
