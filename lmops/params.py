@@ -87,14 +87,15 @@ class RopeParams(Section):
 
 class PIFinetuneParams(Section):
     """Position-interpolation fine-tune of each RoPE variant (Chen et al. use ~1000 steps; CPU budget)."""
-    steps: int = Field(60, ge=0)  # 0 skips the fine-tuned variants
+    steps: int = Field(24, ge=0)  # 0 skips the fine-tuned variants
     length_multiple: float = Field(2.0, ge=1)  # training length, in multiples of the trained context
-    batch_size: int = Field(4, ge=1)
+    batch_size: int = Field(2, ge=1)
     lr: float = Field(5e-4, gt=0, lt=1)
 
 
 class NBCEParams(Section):
     beta: float = Field(0.25, ge=0)  # weight of the no-context correction (naive Bayes: n-1, clamped to it)
+    chunk_tokens: int = Field(0, ge=0)  # context tokens per row; 0 = as many as fit beside the question
     overlap: int = Field(32, ge=0)  # tokens shared by consecutive context chunks
     sample: bool = False  # greedy unless true
     temperature: float = Field(1.0, gt=0)

@@ -26,6 +26,7 @@ class Runner:
     max_new_tokens: int
     nbce: NBCEConfig
     nbce_overlap: int
+    nbce_chunk: int = 0  # context tokens per NBCE row; 0 = as many as fit
     index: object = None  # ChunkIndex for the items being answered
     group_by_item: bool = False  # passkey: each item searches only its own haystack
     top_k: int = 3
@@ -72,6 +73,7 @@ def full(r: Runner, items: list[Item], name: str) -> list[str]:
 def nbce_chunks(r: Runner, it: Item) -> list[list[int]]:
     """Token chunks of the context, each leaving room for the prompt and the answer."""
     size = r.budget() - len(r.ids(it.prompt))
+    size = min(size, r.nbce_chunk) if r.nbce_chunk else size
     return chunk_ids(r.ids(it.context), ChunkConfig(size, min(r.nbce_overlap, size - 1), r.trained))
 
 

@@ -102,8 +102,8 @@ def stage_long_context(p: Params, root: Path) -> dict:
 
     scaled, notes = rope_models(model, tok, corpus, lp, trained)
     nb = NBCEConfig(lp.nbce.beta, lp.max_new_tokens, lp.nbce.sample, lp.nbce.temperature, lp.seed)
-    runner = Runner(model, tok, trained, lp.max_new_tokens, nb, lp.nbce.overlap, pk_index, group_by_item=True,
-                    top_k=lp.retrieval.top_k, mode=lp.retrieval.mode, scaled=scaled)
+    runner = Runner(model, tok, trained, lp.max_new_tokens, nb, lp.nbce.overlap, lp.nbce.chunk_tokens, pk_index,
+                    group_by_item=True, top_k=lp.retrieval.top_k, mode=lp.retrieval.mode, scaled=scaled)
     methods = methods_for(runner)
     pk_hits, pk_ms = ev.score_methods(runner, passkey, methods)
     runner.index, runner.group_by_item = kb_index, False
