@@ -113,9 +113,9 @@ class LongContextParams(Section):
     seed: int = 4242  # the suite's seed: not the corpus seed, so no item is a training item
     lengths: list[int] = [1, 2, 4, 8]  # passkey prompt lengths, in multiples of the trained context
     depths: list[float] = [0.1, 0.5, 0.9]  # needle position, 0 = start of the context
-    passkey_items: int = Field(8, ge=1)  # per (length, depth) cell
+    passkey_items: int = Field(6, ge=1)  # per (length, depth) cell
     kb_entities: int = Field(60, ge=2)  # fresh entities in the knowledge base
-    kb_questions: int = Field(40, ge=1)
+    kb_questions: int = Field(30, ge=1)
     kb_multiple: int = Field(8, ge=1)  # KB-QA context for full-context methods, in trained contexts
     ppl_sequences: int = Field(4, ge=1)  # sequences of max(lengths) tokens for perplexity by position
     max_new_tokens: int = Field(8, ge=1)

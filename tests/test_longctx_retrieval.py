@@ -117,3 +117,12 @@ def test_publish_task_inlines_pngs(tmp_path):
     assert data_url(png).startswith("data:image/png;base64,")
     with pytest.raises(InputError):
         data_url(tmp_path / "missing.png")
+
+
+def test_flow_wires_the_stage_through_dvc_and_publishes():
+    from flows.long_context import UPSTREAM, long_context
+    from tasks.long_context import publish_long_context
+
+    assert long_context.name == "lmops-long-context"
+    assert UPSTREAM == ("data", "train", "evaluate")  # the stages long_context reads, in dvc.yaml order
+    assert publish_long_context.retries == 2  # artifacts are I/O against the Prefect API

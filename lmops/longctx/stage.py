@@ -65,32 +65,15 @@ def rope_models(model, tokenizer, corpus, lp: LongContextParams, trained: int) -
     return models, notes
 
 
-def stage_long_context(p: Params, root: Path) -> dict:
-    import torch
-
-    from lmops.data import Corpus
-    from lmops.longctx import evaluate as ev
-    from lmops.longctx import report
-    from lmops.longctx.methods import Runner, methods_for
-    from lmops.longctx.nbce import NBCEConfig
+def build_suite(lp: LongContextParams, tok, corpus, trained: int, root: Path) -> dict:
+    """The seeded items and the two LanceDB tables (grown incrementally: only new documents are embedded)."""
     from lmops.longctx.suite import fresh_kb, kb_suite, passkey_suite
-    from lmops.model.build import load_model
-    from lmops.model.evaluate import token_stream
-    from lmops.stages import BASE_MODEL, CORPUS
 
-    lp = p.long_context
-    torch.set_num_threads(lp.threads)
-    model, tok = load_model(root / BASE_MODEL)
-    trained = int(model.config.max_position_embeddings)
     chunks = chunk_config(lp, trained)
-    corpus = Corpus.load(root / CORPUS)
-    reserve = lp.max_new_tokens
     lengths = [m * trained for m in lp.lengths]
-
-    passkey = passkey_suite(tok, lp.seed, lengths, lp.depths, lp.passkey_items, reserve)
+    passkey = passkey_suite(tok, lp.seed, lengths, lp.depths, lp.passkey_items, lp.max_new_tokens)
     ents, kb_docs = fresh_kb(lp.seed, lp.kb_entities, {e["name"] for e in corpus.entities})
-    kb = kb_suite(tok, lp.seed, ents, kb_docs, lp.kb_questions, lp.kb_multiple * trained, reserve)
-
+    kb = kb_suite(tok, lp.seed, ents, kb_docs, lp.kb_questions, lp.kb_multiple * trained, lp.max_new_tokens)
     tag = f"s{lp.seed}_c{chunks.size}_{chunks.overlap}"
     kb_index = open_or_create(root / INDEX_DIR, f"kb_{tag}")
     kb_index.add_documents(kb_docs, tok, chunks, progress=True)
@@ -99,10 +82,35 @@ def stage_long_context(p: Params, root: Path) -> dict:
         it.id = f"{it.id}-{_digest(it.context)}"
     pk_index.add_documents([{"id": it.id, "text": it.context, "group": it.id} for it in passkey], tok, chunks,
                            progress=True)
+    return {"passkey": passkey, "kb": kb, "entities": ents, "kb_index": kb_index, "pk_index": pk_index,
+            "chunks": chunks, "lengths": lengths}
+
+
+def stage_long_context(p: Params, root: Path) -> dict:
+    import torch
+
+    from lmops.data import Corpus
+    from lmops.longctx import evaluate as ev
+    from lmops.longctx import report
+    from lmops.longctx.methods import Runner, methods_for
+    from lmops.longctx.nbce import NBCEConfig
+    from lmops.model.build import load_model
+    from lmops.model.evaluate import token_stream
+    from lmops.stages import BASE_MODEL, CORPUS
+
+    lp = p.long_context
+    torch.set_num_threads(lp.threads)
+    model, tok = load_model(root / BASE_MODEL)
+    trained = int(model.config.max_position_embeddings)
+    chunk_config(lp, trained)  # bad chunk params fail before any work
+    corpus = Corpus.load(root / CORPUS)
+    suite = build_suite(lp, tok, corpus, trained, root)
+    passkey, kb, ents, kb_index = suite["passkey"], suite["kb"], suite["entities"], suite["kb_index"]
+    chunks, lengths = suite["chunks"], suite["lengths"]
 
     scaled, notes = rope_models(model, tok, corpus, lp, trained)
     nb = NBCEConfig(lp.nbce.beta, lp.max_new_tokens, lp.nbce.sample, lp.nbce.temperature, lp.seed)
-    runner = Runner(model, tok, trained, lp.max_new_tokens, nb, lp.nbce.overlap, lp.nbce.chunk_tokens, pk_index,
+    runner = Runner(model, tok, trained, lp.max_new_tokens, nb, lp.nbce.overlap, lp.nbce.chunk_tokens, suite["pk_index"],
                     group_by_item=True, top_k=lp.retrieval.top_k, mode=lp.retrieval.mode, scaled=scaled)
     methods = methods_for(runner)
     pk_hits, pk_ms = ev.score_methods(runner, passkey, methods)
