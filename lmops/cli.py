@@ -40,6 +40,29 @@ def cmd_pretrain(args) -> None:
     pretrain(project=str(Path(args.root).resolve()))
 
 
+def cmd_serve(args) -> None:
+    from lmops.serve import serve
+
+    p = _params(args).serve
+    overrides = {k: v for k, v in {"host": args.host, "port": args.port}.items() if v is not None}
+    serve(p.model_copy(update=overrides), Path(args.root))
+
+
+def cmd_simulate(args) -> None:
+    from lmops.serve.simulate import simulate
+
+    p = _params(args)
+    sim = p.simulate.model_copy(update={k: v for k, v in {"url": args.url, "requests": args.requests}.items()
+                                        if v is not None})
+    print(simulate(sim, Path(args.root)).table())
+
+
+def cmd_models(args) -> None:
+    from lmops.registry.cli import run_models
+
+    run_models(args, _params(args).serve, Path(args.root))
+
+
 def build_parser() -> argparse.ArgumentParser:
     from lmops.stages import STAGES
 
@@ -62,6 +85,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("pretrain", help="train the base checkpoint from scratch (the `pretrain` params section)")
     p.set_defaults(func=cmd_pretrain)
+
+    p = sub.add_parser("serve", help="OpenAI-compatible server of the registry's champion (the `serve` section)")
+    p.add_argument("--host", help="override serve.host (keep it loopback unless you mean it)")
+    p.add_argument("--port", type=int, help="override serve.port")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("simulate", help="send simulated traffic, with drift, to a server (the `simulate` section)")
+    p.add_argument("--url", help="override simulate.url")
+    p.add_argument("--requests", type=int, help="override simulate.requests")
+    p.set_defaults(func=cmd_simulate)
+
+    from lmops.registry.cli import add_models_parser
+
+    add_models_parser(sub).set_defaults(func=cmd_models)
     return parser
 
 

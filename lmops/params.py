@@ -68,7 +68,7 @@ class PretrainParams(TrainParams):
     """The long from-scratch run behind the committed checkpoint (`lmops pretrain`)."""
     base: str = "scratch"
     out: str = "models/pretrained"
-    steps: int = Field(2500, ge=1)
+    steps: int = Field(1000, ge=1)
     lr: float = Field(2e-3, gt=0, lt=1)
     warmup: int = Field(100, ge=0)
 
@@ -131,6 +131,52 @@ class LongContextParams(Section):
             raise ValueError("lengths must be multiples >= 1 of the trained context")
         if not self.depths or not all(0 <= d <= 1 for d in self.depths):
             raise ValueError("depths must lie in [0, 1]")
+class ServeParams(Section):
+    """`lmops serve`: the OpenAI-compatible server of the registry's champion (loopback by default)."""
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    model: str = "lmops-model"  # registry artifact name; also the `model` clients ask for
+    alias: str = "champion"
+    fallback_dir: str = "models/base"  # served as version "unregistered" until a champion exists
+    registry_store: str = ".lmops/registry"
+    log_dir: str = "logs/production"
+    log_flush_seconds: float = Field(1.0, gt=0)
+    log_batch_rows: int = Field(256, ge=1)
+    reload_seconds: float = Field(2.0, ge=0)  # registry poll interval; 0 = only POST /admin/reload
+    max_prompt_chars: int = Field(8000, ge=16)  # rejected before tokenizing (413)
+    default_max_tokens: int = Field(16, ge=1)
+    max_tokens_limit: int = Field(64, ge=1)
+    max_batch: int = Field(8, ge=1)  # requests generated together (left-padded) per step
+    request_timeout: float = Field(60.0, gt=0)
+    threads: int = Field(1, ge=1)  # torch threads for generation
+    prompt_hook: str = ""  # "module:function" returning (prompt, version); "" = prompts used as sent
+
+
+class DriftParams(Section):
+    share: float = Field(0.0, ge=0, le=1)  # share of requests of this kind once it has started
+    onset: int = Field(0, ge=0)  # request index where it starts
+    onset_seconds: float | None = Field(None, ge=0)  # or: seconds after the simulation starts
+
+
+class SimulateParams(Section):
+    """`lmops simulate`: traffic against a running server, with configurable drift."""
+    url: str = "http://127.0.0.1:8000"
+    requests: int = Field(500, ge=1)
+    concurrency: int = Field(4, ge=1)
+    seed: int = 0
+    max_tokens: int = Field(12, ge=1)
+    incident_share: float = Field(0.3, ge=0, le=1)  # classification prompts among in-domain requests
+    open_book_share: float = Field(0.5, ge=0, le=1)  # questions sent after their profile document
+    fresh_entities: int = Field(60, ge=4)  # unseen entities (FRESH_KINDS) for the topic shift
+    fresh_seed: int = 1000
+    topic: DriftParams = DriftParams()  # entities and documents the model never saw
+    style: DriftParams = DriftParams()  # the same questions, phrased the way people type
+    ood: DriftParams = DriftParams()  # out-of-domain text
+
+    @model_validator(mode="after")
+    def _shares(self) -> "SimulateParams":
+        if self.topic.share + self.style.share + self.ood.share > 1:
+            raise ValueError("topic.share + style.share + ood.share must be at most 1")
         return self
 
 
@@ -140,6 +186,8 @@ class Params(Section):
     evaluate: EvaluateParams = EvaluateParams()
     pretrain: PretrainParams = PretrainParams()
     long_context: LongContextParams = LongContextParams()
+    serve: ServeParams = ServeParams()
+    simulate: SimulateParams = SimulateParams()
 
 
 class ParamsError(ValueError):

@@ -36,25 +36,34 @@ def _start_model(tp: TrainParams, texts: list[str], root: Path):
     return load_model(base)
 
 
-def train_and_save(tp: TrainParams, root: Path, out: Path, plot_name: str) -> dict:
+def save_model(model, tokenizer, out: Path, stats: dict) -> None:
+    from lmops.io import atomic_dir
+
+    with atomic_dir(out) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        write_json(tmp / TRAIN_STATS, stats)
+
+
+def train_and_save(tp: TrainParams, root: Path, out: Path, plot_name: str, checkpoint_every: int = 0) -> dict:
     """Train (or fine-tune) per `tp` on the corpus' train split and save a Hugging Face directory."""
     from lmops.data import Corpus
-    from lmops.io import atomic_dir
     from lmops.model.build import count_params
     from lmops.model.train import train_lm, training_texts
 
     corpus = Corpus.load(root / CORPUS)
     texts = training_texts(corpus, tp.seed)
     model, tokenizer = _start_model(tp, texts, root)
+    def snapshot(step: int) -> None:
+        save_model(model, tokenizer, root / out, {"base": tp.base, "snapshot_step": step})
+
     result = train_lm(model, tokenizer, texts, context=tp.context, steps=tp.steps, batch_size=tp.batch_size,
-                      lr=tp.lr, warmup=tp.warmup, weight_decay=tp.weight_decay, seed=tp.seed, threads=tp.threads)
+                      lr=tp.lr, warmup=tp.warmup, weight_decay=tp.weight_decay, seed=tp.seed, threads=tp.threads,
+                      checkpoint=snapshot, checkpoint_every=checkpoint_every)
     stats = {"base": tp.base, "params": count_params(model), "train_tokens": result.tokens,
              "train_seconds": result.seconds, "context": tp.context, "steps": tp.steps,
              "final_loss": result.losses[-1][1]}
-    with atomic_dir(root / out) as tmp:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        write_json(tmp / TRAIN_STATS, stats)
+    save_model(model, tokenizer, root / out, stats)
     write_loss_plot(result.losses, root / "plots" / plot_name)
     return stats
 
@@ -139,7 +148,7 @@ def model_card(tp: TrainParams, metrics: dict) -> str:
 def pretrain(p: Params, root: Path = Path(".")) -> dict:
     """Train the committed base checkpoint from scratch, evaluate it and write its model card."""
     out = Path(p.pretrain.out)
-    train_and_save(p.pretrain, root, out, "pretrain_loss")
+    train_and_save(p.pretrain, root, out, "pretrain_loss", checkpoint_every=250)
     metrics = evaluate_model_dir(root / out, p, root, p.pretrain.context)
     write_text(root / out / "README.md", model_card(p.pretrain, metrics))
     return metrics

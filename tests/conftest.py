@@ -51,3 +51,12 @@ def tiny_model(tiny_root):
     from lmops.model.build import load_model
 
     return load_model(tiny_root / "models" / "base")
+
+
+@pytest.fixture(scope="session")
+def prefect_server():
+    """One temporary Prefect server for every test that needs one (it takes ~20 s to start)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield

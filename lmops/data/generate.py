@@ -41,6 +41,12 @@ FILLER = ["The shift log was updated at the end of the day.", "Visitors must sig
           "The radio channel for operators is channel four.", "Forklifts keep to the marked lanes.",
           "Hearing protection is needed near the turbines.", "The fire drill is held every month."]
 RECALL_OBJECTS = ["locker", "cabinet", "gate", "panel", "vault", "hatch"]
+# Access codes are word pairs, not digit strings: a word is one token, so copying it back is the
+# single-token look-up that a small model learns fast; digit strings need multi-token matching.
+CODE_WORDS = ("amber azure birch cedar cobalt coral crimson dune ember fern flint frost garnet granite harbor hazel "
+              "indigo ivory jade juniper lagoon lava lemon lilac linen maple marble meadow mint moss nectar oak ochre "
+              "olive onyx opal orchid pebble pine plum quartz raven reed ruby rust saffron sage sand scarlet shadow "
+              "silver slate spruce storm tide topaz umber velvet willow").split()
 
 
 @dataclass
@@ -103,12 +109,30 @@ def qa_text(question: str, answer: str | None = None) -> str:
     return f"\nQuestion: {question}\nAnswer:" + ("" if answer is None else f" {answer}\n")
 
 
-def recall_item(rng: random.Random, filler_sentences: int) -> dict:
+def _recall_fact(rng: random.Random) -> tuple[str, str, str]:
     obj = f"{rng.choice(RECALL_OBJECTS)} {_word(rng, 1).upper()}-{rng.randint(10, 99)}"
-    code = str(rng.randint(1000, 9999))
-    filler = " ".join(rng.choice(FILLER) for _ in range(filler_sentences))
-    question = f"What is the access code for {obj}?"
-    return {"context": f"Note: the access code for {obj} is {code}. {filler}", "question": question, "answer": code}
+    code = f"{rng.choice(CODE_WORDS)} {rng.choice(CODE_WORDS)}"
+    return f"Note: the access code for {obj} is {code}.", f"What is the access code for {obj}?", code
+
+
+def recall_item(rng: random.Random, filler_sentences: int, facts: int = 1) -> dict:
+    """Facts early, filler, then the first fact's question. Training items may carry extra facts,
+    asked in `more`, which makes every item a lesson in picking the right fact to copy."""
+    notes = [_recall_fact(rng) for _ in range(facts)]
+    parts = []
+    for note, _, _ in notes:
+        parts.append(note)
+        parts += [rng.choice(FILLER) for _ in range(filler_sentences // facts)]
+    asked = rng.sample(notes, len(notes))
+    return {"context": " ".join(parts), "question": asked[0][1], "answer": asked[0][2],
+            "more": [[q, a] for _, q, a in asked[1:]]}
+
+
+def copy_drill(rng: random.Random) -> str:
+    """A random string of names and digits, said twice: the second half is pure copying, the
+    cheapest signal from which a small model learns to look back and copy (induction)."""
+    words = [f"{rng.choice(CODE_WORDS)} {rng.choice(CODE_WORDS)}" for _ in range(rng.randint(2, 6))]
+    return f"Repeat: {', '.join(words)}. Again: {', '.join(words)}."
 
 
 def ood_text(rng: random.Random, sentences: int) -> str:
@@ -156,8 +180,8 @@ def generate(seed: int, entities: int, incidents_per_entity: int, recall_items: 
           for e in ents for q, a in qa_pairs(e)]
     incidents = [{**inc, "split": e.split} for e in ents for inc in e.incidents]
     n_eval = max(1, recall_items // 10)
-    recall = [{**recall_item(rng, rng.randint(*recall_filler)),
-               "split": "test" if i < n_eval else "val" if i < 2 * n_eval else "train"}
-              for i in range(recall_items)]
+    splits_of = ["test" if i < n_eval else "val" if i < 2 * n_eval else "train" for i in range(recall_items)]
+    recall = [{**recall_item(rng, rng.randint(*recall_filler), 1 if split != "train" else rng.randint(1, 3)),
+               "split": split} for split in splits_of]
     return {"documents": docs, "qa": qa, "incidents": incidents, "recall": recall,
             "entities": [asdict(e) for e in ents], "ood": [ood_text(rng, 8) for _ in range(ood_sentences // 8 + 1)]}

@@ -5,9 +5,10 @@ import math
 import random
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 from lmops.data import Corpus
-from lmops.data.generate import qa_text
+from lmops.data.generate import copy_drill, qa_text
 
 
 def training_texts(corpus: Corpus, seed: int = 0, split: str = "train") -> list[str]:
@@ -25,7 +26,11 @@ def training_texts(corpus: Corpus, seed: int = 0, split: str = "train") -> list[
                 text += qa_text(q["question"], q["answer"])
         texts.append(text)
     texts += [f"{inc['text']}\nCategory: {inc['category']}" for inc in corpus.split(corpus.incidents, split)]
-    texts += [r["context"] + qa_text(r["question"], r["answer"]) for r in corpus.split(corpus.recall, split)]
+    recall = corpus.split(corpus.recall, split)
+    texts += [r["context"] + "".join(qa_text(q, a) for q, a in [(r["question"], r["answer"]), *r.get("more", [])])
+              for r in recall]
+    if split == "train":
+        texts += [copy_drill(rng) for _ in range(len(recall) // 2)]
     return texts
 
 
@@ -62,8 +67,10 @@ def lr_at(step: int, steps: int, warmup: int, lr: float) -> float:
 
 def train_lm(model, tokenizer, texts: list[str], *, context: int, steps: int, batch_size: int, lr: float,
              warmup: int = 0, weight_decay: float = 0.0, seed: int = 0, threads: int = 2,
-             progress: bool = True) -> TrainResult:
-    """Train `model` in place for `steps` optimizer steps over packed `texts`."""
+             progress: bool = True, checkpoint: Callable[[int], None] | None = None,
+             checkpoint_every: int = 0) -> TrainResult:
+    """Train `model` in place for `steps` optimizer steps over packed `texts`.
+    `checkpoint(step)` is called every `checkpoint_every` steps, so long runs leave usable snapshots."""
     import torch
     from tqdm.auto import tqdm
 
@@ -95,6 +102,10 @@ def train_lm(model, tokenizer, texts: list[str], *, context: int, steps: int, ba
         result.tokens += int((labels != -100).sum())
         result.losses.append((step, round(loss.item(), 4)))
         bar.set_postfix(loss=f"{loss.item():.3f}")
+        if checkpoint and checkpoint_every and (step + 1) % checkpoint_every == 0 and step + 1 < steps:
+            model.eval()
+            checkpoint(step + 1)
+            model.train()
     model.eval()
     result.seconds = round(time.perf_counter() - start, 2)
     return result

@@ -1,0 +1,62 @@
+"""`lmops models ...`: list, register, promote and roll back model versions."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from lmops.params import ServeParams
+
+
+def add_models_parser(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser("models", help="the model registry (GTO tags): list, register, promote, rollback")
+    msub = p.add_subparsers(dest="models_command", required=True, metavar="ACTION")
+    m = msub.add_parser("list", help="every version with its aliases and lineage")
+    m.add_argument("name", nargs="?", help="artifact name (default: serve.model)")
+    m.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    m = msub.add_parser("register", help="register a model directory as a new version")
+    m.add_argument("name")
+    m.add_argument("model_dir")
+    m.add_argument("--parent", help="the version it was fine-tuned or quantized from")
+    m.add_argument("--metrics", help="a metrics JSON file to record (e.g. metrics/base.json)")
+    m.add_argument("--variant", default="full", help="'full' or the quantization method")
+    m = msub.add_parser("promote", help="point an alias (champion, challenger) at a version")
+    m.add_argument("name")
+    m.add_argument("version")
+    m.add_argument("--alias", default="champion", choices=["champion", "challenger"])
+    m = msub.add_parser("rollback", help="point an alias back at its previous version")
+    m.add_argument("name")
+    m.add_argument("--alias", default="champion", choices=["champion", "challenger"])
+    return p
+
+
+def run_models(args, sp: ServeParams, root: Path) -> None:
+    from lmops.io import read_json
+    from lmops.registry import Registry, lineage_for
+
+    reg = Registry(root, sp.registry_store)
+    action = args.models_command
+    if action == "list":
+        name = args.name or sp.model
+        versions = reg.versions(name)
+        if args.json:
+            print(json.dumps([{"version": v.version, "aliases": v.aliases, "commit": v.commit,
+                               "lineage": vars(v.lineage)} for v in versions], indent=2))
+            return
+        print(f"{'version':<10} {'aliases':<22} {'parent':<9} {'variant':<8} {'data':<14} metrics")
+        for v in versions:
+            metrics = ", ".join(f"{k}={val}" for k, val in list(v.lineage.metrics.items())[:4])
+            print(f"{v.version:<10} {','.join(v.aliases) or '-':<22} {v.lineage.parent or '-':<9} "
+                  f"{v.lineage.variant:<8} {v.lineage.data_hash[:12] or '-':<14} {metrics}")
+        if not versions:
+            print(f"(no versions of {name} registered)")
+    elif action == "register":
+        lineage = lineage_for(root, read_json(args.metrics) if args.metrics else {}, args.parent, args.variant)
+        v = reg.register(args.name, Path(args.model_dir), lineage)
+        print(f"registered {v.name}@{v.version} (commit {v.commit[:8]}, model {v.lineage.model_hash[:8]})")
+    elif action == "promote":
+        v = reg.promote(args.name, args.version, args.alias)
+        print(f"{v.name} {args.alias} -> {v.version}")
+    elif action == "rollback":
+        v = reg.rollback(args.name, args.alias)
+        print(f"{v.name} {args.alias} rolled back -> {v.version}")

@@ -1,0 +1,92 @@
+"""The OpenAI wire format (the subset lmops serves) and its error shape."""
+from __future__ import annotations
+
+import time
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from lmops.data.generate import qa_text
+
+
+class _Request(BaseModel):
+    # OpenAI clients send many optional knobs (top_p, presence_penalty, ...): ignore what we don't use.
+    model_config = ConfigDict(extra="ignore")
+
+    model: str | None = None
+    max_tokens: int | None = Field(None, ge=1)
+    temperature: float = Field(0.0, ge=0, le=2)
+    stop: str | list[str] | None = None
+    n: int = Field(1, ge=1, le=1)  # one choice per request
+    stream: Literal[False] = False  # streaming is not implemented
+    user: str | None = None
+
+    def stops(self) -> list[str]:
+        return [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
+
+
+class CompletionRequest(_Request):
+    prompt: str | list[str]
+
+    @field_validator("prompt")
+    @classmethod
+    def _one_prompt(cls, v: str | list[str]) -> str:
+        if isinstance(v, list):
+            if len(v) != 1:
+                raise ValueError("send exactly one prompt per request (a list of one string is accepted)")
+            v = v[0]
+        if not v.strip():
+            raise ValueError("prompt is empty")
+        return v
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+class ChatRequest(_Request):
+    messages: list[Message] = Field(min_length=1)
+
+    @field_validator("messages")
+    @classmethod
+    def _ends_with_user(cls, v: list[Message]) -> list[Message]:
+        if v[-1].role != "user" or not v[-1].content.strip():
+            raise ValueError("the last message must be a non-empty user message")
+        return v
+
+
+def chat_prompt(messages: list[Message]) -> str:
+    """Chat turns in the corpus' question/answer format: system text is context, each user turn a
+    question, each assistant turn the answer to the question before it."""
+    parts = [m.content for m in messages if m.role == "system"]
+    turns = [m for m in messages if m.role != "system"]
+    for i, m in enumerate(turns):
+        if m.role == "user":
+            answer = turns[i + 1].content if i + 1 < len(turns) and turns[i + 1].role == "assistant" else None
+            parts.append(qa_text(m.content, answer).rstrip("\n") if answer is not None else qa_text(m.content))
+    return "".join(parts)
+
+
+def usage(prompt_tokens: int, completion_tokens: int) -> dict:
+    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens}
+
+
+def completion_body(request_id: str, model: str, version: str, text: str, finish: str, usage_: dict) -> dict:
+    return {"id": request_id, "object": "text_completion", "created": int(time.time()), "model": model,
+            "system_fingerprint": version,
+            "choices": [{"index": 0, "text": text, "finish_reason": finish, "logprobs": None}], "usage": usage_}
+
+
+def chat_body(request_id: str, model: str, version: str, text: str, finish: str, usage_: dict) -> dict:
+    return {"id": request_id, "object": "chat.completion", "created": int(time.time()), "model": model,
+            "system_fingerprint": version,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}],
+            "usage": usage_}
+
+
+def error_body(message: str, code: str, param: str | None = None) -> dict:
+    kind = "server_error" if code == "server_error" else "invalid_request_error"
+    return {"error": {"message": message, "type": kind, "param": param, "code": code}}

@@ -1,0 +1,138 @@
+"""The FastAPI app around a `Server`: routes, OpenAI-shaped errors, and logging of every request."""
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from lmops.io import InputError
+from lmops.serve.app import ApiError, Server, new_request_id
+from lmops.serve.protocol import (ChatRequest, CompletionRequest, chat_body, chat_prompt, completion_body,
+                                  error_body, usage)
+
+GENERATE = ("/v1/completions", "/v1/chat/completions")
+
+
+def _validation_message(err: RequestValidationError, body: bytes) -> tuple[str, str | None]:
+    errors = err.errors()
+    try:
+        data = json.loads(body)
+    except ValueError as bad:
+        return f"the request body is not valid JSON ({bad})", None
+    if not isinstance(data, dict):
+        return f"the request body must be a JSON object, got {type(data).__name__}", None
+    parts, param = [], None
+    for e in errors:
+        loc = [str(x) for x in e.get("loc", ()) if x != "body"]
+        param = param or (loc[0] if loc else None)
+        parts.append(f"{'.'.join(loc) or 'body'}: {e.get('msg')}")
+    return "invalid request: " + "; ".join(parts), param
+
+
+def _raw_prompt(body: bytes) -> str:
+    """Best effort, for logging a rejected request: the prompt or last message it carried."""
+    try:
+        data = json.loads(body or b"{}")
+        prompt = data.get("prompt") or (data.get("messages") or [{}])[-1].get("content", "")
+        return prompt if isinstance(prompt, str) else json.dumps(prompt)
+    except Exception:
+        return body[:2000].decode("utf-8", "replace")
+
+
+def create_app(server: Server) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        yield
+        # Flush the log here: after a SIGTERM uvicorn re-raises the signal once it stops serving,
+        # which kills the process before any code after `uvicorn.run()` could run.
+        await asyncio.to_thread(server.close)
+
+    app = FastAPI(title="lmops", description="OpenAI-compatible server of the lmops champion model",
+                  lifespan=lifespan)
+    app.state.server = server
+
+    async def fail(request: Request, status: int, message: str, code: str, param: str | None = None):
+        """The OpenAI error shape; a failed generation request is logged like any other."""
+        if request.url.path in GENERATE:
+            server.log_request(request_id=new_request_id("err"), endpoint=request.url.path,
+                               arrived=getattr(request.state, "arrived", time.monotonic()), status=status,
+                               prompt=_raw_prompt(await request.body()), error=message)
+        return JSONResponse(error_body(message, code, param), status_code=status)
+
+    @app.middleware("http")
+    async def _arrival(request: Request, call_next):
+        request.state.arrived = time.monotonic()
+        return await call_next(request)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, err: RequestValidationError):
+        message, param = _validation_message(err, await request.body())
+        return await fail(request, 400, message, "invalid_request", param)
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, err: ApiError):
+        return await fail(request, err.status, err.message, err.code, err.param)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, err: StarletteHTTPException):
+        return await fail(request, err.status_code, str(err.detail), "not_found" if err.status_code == 404 else "http")
+
+    async def generate(request: Request, req, endpoint: str, raw: str, rendered: str, default_stop: list[str]):
+        arrived = request.state.arrived
+        request_id = new_request_id("cmpl" if endpoint == GENERATE[0] else "chatcmpl")
+        try:
+            result, prompt_version, text = await server.complete(rendered, req, default_stop)
+        except ApiError as err:
+            server.log_request(request_id=request_id, endpoint=endpoint, arrived=arrived, status=err.status,
+                               prompt=raw, rendered=rendered, error=err.message, user=req.user)
+            return JSONResponse(error_body(err.message, err.code, err.param), status_code=err.status)
+        server.log_request(request_id=request_id, endpoint=endpoint, arrived=arrived, status=200, prompt=raw,
+                           rendered=text, result=result, prompt_version=prompt_version, user=req.user)
+        build = completion_body if endpoint == GENERATE[0] else chat_body
+        return build(request_id, server.sp.model, result.model_version, result.text, result.finish_reason,
+                     usage(result.prompt_tokens, result.completion_tokens))
+
+    @app.post("/v1/completions")
+    async def completions(request: Request, req: CompletionRequest):
+        return await generate(request, req, GENERATE[0], req.prompt, req.prompt, [])
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: Request, req: ChatRequest):
+        # A chat answer is one line in the corpus' QA format, so stop at the newline by default.
+        return await generate(request, req, GENERATE[1], req.messages[-1].content, chat_prompt(req.messages),
+                              ["\n"])
+
+    @app.get("/v1/models")
+    async def models():
+        loaded = server.loaded
+        return {"object": "list", "data": [{"id": server.sp.model, "object": "model", "created": int(server.started),
+                                            "owned_by": "lmops", "version": loaded.version,
+                                            "alias": server.sp.alias, "context_length": loaded.context}]}
+
+    @app.get("/health")
+    async def health():
+        loaded = server.loaded
+        return {"status": "ok", "model": server.sp.model, "version": loaded.version, "path": str(loaded.path),
+                "queue": server.engine.jobs.qsize(), "log_backlog": server.logs.backlog,
+                "uptime_s": round(time.time() - server.started, 1)}
+
+    @app.get("/metrics")
+    async def metrics():
+        body, content_type = server.metrics.render()
+        return Response(body, media_type=content_type)
+
+    @app.post("/admin/reload")
+    def reload():  # sync: loading a model blocks, so it runs in the thread pool, not the event loop
+        try:
+            return server.reload()
+        except InputError as err:  # still serving the old model
+            return JSONResponse(error_body(f"reload failed, still serving {server.loaded.version}: {err}",
+                                           "reload_failed"), status_code=409)
+
+    return app

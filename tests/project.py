@@ -1,0 +1,46 @@
+"""A throwaway lmops project (git + DVC) with tiny params, for pipeline-level tests."""
+from __future__ import annotations
+
+import copy
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from tests.conftest import ROOT, TINY
+
+BIN = str(Path(sys.executable).parent)
+ENV = {**os.environ, "PATH": BIN + os.pathsep + os.environ.get("PATH", ""), "DVC_NO_ANALYTICS": "1",
+       "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
+
+
+def sh(cmd: list[str], cwd: Path) -> str:
+    proc = subprocess.run(cmd, cwd=cwd, env=ENV, capture_output=True, text=True)
+    assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return proc.stdout + proc.stderr
+
+
+def dvc(args: list[str], cwd: Path) -> str:
+    return sh([os.path.join(BIN, "dvc"), *args], cwd)
+
+
+def make_project(dest: Path, params: dict | None = None) -> Path:
+    """Copy the pipeline definition and code into `dest` as a fresh git + DVC repo with tiny params."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in ("dvc.yaml", "lmops"):
+        src = ROOT / name
+        (shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
+         if src.is_dir() else shutil.copy(src, dest / name))
+    # The tiny params train from scratch; the default checkpoint directory is still a declared dep.
+    (dest / "models" / "pretrained").mkdir(parents=True)
+    (dest / "models" / "pretrained" / "README.md").write_text("placeholder for tests\n")
+    (dest / "params.yaml").write_text(yaml.safe_dump(params or copy.deepcopy(TINY)))
+    sh(["git", "init", "-q"], dest)
+    dvc(["init", "-q"], dest)
+    dvc(["remote", "add", "-d", "local", str(dest.parent / f"{dest.name}-remote")], dest)
+    sh(["git", "add", "-A"], dest)
+    sh(["git", "commit", "-qm", "init"], dest)
+    return dest

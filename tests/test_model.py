@@ -1,0 +1,83 @@
+import json
+
+import pytest
+
+from lmops.io import InputError
+from lmops.model.build import load_model, train_tokenizer
+from lmops.model.evaluate import exact_match, perplexity, token_stream
+from lmops.params import validate
+from tests.conftest import TINY
+
+
+def test_tokenizer_splits_digits():
+    tok = train_tokenizer(["code 1234 is 5678"] * 20, 300)
+    pieces = tok.convert_ids_to_tokens(tok("1234", add_special_tokens=False)["input_ids"])
+    assert [p.strip("Ġ") for p in pieces if p.strip("Ġ")] == ["1", "2", "3", "4"]
+    assert tok.decode(tok("code 1234", add_special_tokens=False)["input_ids"]) == "code 1234"
+
+
+def test_training_lowers_loss_and_beats_uniform(tiny_root, tiny_model, tiny_corpus):
+    stats = json.loads((tiny_root / "models" / "base" / "train_stats.json").read_text())
+    losses = [float(l.split(",")[1]) for l in (tiny_root / "plots" / "train_loss.csv").read_text().splitlines()[1:]]
+    assert stats["train_tokens"] > 0
+    assert min(losses[-5:]) < losses[0]
+    model, tok = tiny_model
+    ids = token_stream(tok, [d["text"] for d in tiny_corpus.documents[:20]], 400)
+    assert len(ids) == 400
+    assert perplexity(model, ids, 96, stride=48) < len(tok)
+
+
+def test_exact_match_is_case_and_space_insensitive():
+    assert exact_match([" 42 bar", "no"], ["42 Bar", "yes"]) == 0.5
+
+
+@pytest.mark.parametrize("arch", ["qwen2", "mistral"])
+def test_other_architectures_train_save_and_reload(tmp_path, tiny_root, arch):
+    """Any Hugging Face causal-LM architecture goes through the same stages."""
+    from lmops.stages import stage_evaluate, stage_train
+
+    raw = json.loads(json.dumps(TINY))
+    raw["train"]["arch"]["type"] = arch
+    raw["train"]["steps"] = 3
+    p = validate(raw)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "corpus").symlink_to(tiny_root / "data" / "corpus")
+    stats = stage_train(p, tmp_path)
+    model, _ = load_model(tmp_path / "models" / "base")
+    assert model.config.model_type == arch and stats["params"] > 0
+    assert stage_evaluate(p, tmp_path)["val_perplexity"] > 0
+
+
+def test_fine_tune_from_a_model_directory(tmp_path, tiny_root):
+    """train.base names any HF directory: here the tiny model, fine-tuned for 2 steps."""
+    from lmops.stages import stage_train
+
+    raw = json.loads(json.dumps(TINY))
+    raw["train"].update(base=str(tiny_root / "models" / "base"), steps=2)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "corpus").symlink_to(tiny_root / "data" / "corpus")
+    assert stage_train(validate(raw), tmp_path)["base"] == str(tiny_root / "models" / "base")
+
+
+def test_missing_and_corrupt_model_dirs_name_the_path(tmp_path):
+    with pytest.raises(InputError, match="nowhere"):
+        load_model(tmp_path / "nowhere")
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "config.json").write_text("{not json")
+    with pytest.raises(InputError, match="bad"):
+        load_model(bad)
+
+
+def test_missing_and_corrupt_corpus_name_the_file(tmp_path, tiny_root):
+    import shutil
+
+    from lmops.data import Corpus
+
+    with pytest.raises(InputError, match="corpus"):
+        Corpus.load(tmp_path / "corpus")
+    shutil.copytree(tiny_root / "data" / "corpus", tmp_path / "corpus")
+    with open(tmp_path / "corpus" / "qa.jsonl", "a") as fh:
+        fh.write('{"truncated": \n')
+    with pytest.raises(InputError, match=r"qa\.jsonl is corrupt at line"):
+        Corpus.load(tmp_path / "corpus")

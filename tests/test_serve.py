@@ -1,0 +1,244 @@
+"""`lmops serve` on a real loopback server with the tiny model: endpoints, bad input, logging,
+and hot reload under concurrent load."""
+from __future__ import annotations
+
+import copy
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from lmops.params import ServeParams
+from lmops.registry import Registry
+from lmops.serve import running_server
+from lmops.serve.logstore import read_logs
+from tests.test_registry import NAME, git_repo
+
+QUESTION = "\nQuestion: Who makes Kavin-123?\nAnswer:"
+
+
+def serve_params(log_dir: Path, **kw) -> ServeParams:
+    return ServeParams(**{"port": 0, "log_dir": str(log_dir), "log_flush_seconds": 0.1, "reload_seconds": 0, **kw})
+
+
+@pytest.fixture(scope="module")
+def server(tiny_root, tmp_path_factory):
+    logs = tmp_path_factory.mktemp("logs")
+    with running_server(serve_params(logs), tiny_root) as (url, srv):
+        yield httpx.Client(base_url=url, timeout=30), srv, logs
+
+
+def test_endpoints(server):
+    client, srv, _ = server
+    r = client.post("/v1/completions", json={"model": NAME, "prompt": QUESTION, "max_tokens": 5})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["object"] == "text_completion" and body["usage"]["completion_tokens"] <= 5
+    assert body["system_fingerprint"] == "unregistered"  # no registry: the fallback models/base
+    r = client.post("/v1/chat/completions", json={"messages": [{"role": "system", "content": "Kavin-123 is a pump."},
+                                                               {"role": "user", "content": "What is Kavin-123?"}]})
+    assert r.status_code == 200 and "\n" not in r.json()["choices"][0]["message"]["content"]
+    assert client.get("/v1/models").json()["data"][0]["id"] == NAME
+    assert client.get("/health").json()["status"] == "ok"
+    metrics = client.get("/metrics")
+    assert metrics.headers["content-type"].startswith("text/plain")
+    assert 'lmops_requests_total{endpoint="/v1/completions",status="200"}' in metrics.text
+    assert 'lmops_model_info{model="lmops-model",version="unregistered"} 1.0' in metrics.text
+
+
+@pytest.mark.parametrize("kwargs, status, message", [
+    ({"content": b"{not json"}, 400, "not valid JSON"),
+    ({"json": ["a", "list"]}, 400, "must be a JSON object"),
+    ({"json": {"max_tokens": 4}}, 400, "prompt: Field required"),
+    ({"json": {"prompt": QUESTION, "max_tokens": -1}}, 400, "max_tokens"),
+    ({"json": {"prompt": "x" * 9000}}, 413, "limit is 8000"),
+    ({"json": {"prompt": "pump " * 200, "max_tokens": 8}}, 400, "context of 96 tokens"),
+    ({"json": {"prompt": QUESTION, "model": "gpt-4"}}, 404, "'gpt-4' does not exist"),
+    ({"json": {"prompt": QUESTION, "stream": True}}, 400, "stream"),
+])
+def test_bad_input_is_a_clear_4xx(server, kwargs, status, message):
+    client, _, _ = server
+    r = client.post("/v1/completions", **kwargs)
+    assert r.status_code == status, r.text
+    assert message in r.json()["error"]["message"]
+    assert client.post("/v1/completions", json={"prompt": QUESTION, "max_tokens": 2}).status_code == 200
+
+
+def test_every_request_is_logged(server):
+    client, srv, logs = server
+    ids = [client.post("/v1/completions", json={"prompt": QUESTION + f" {i}", "max_tokens": 3,
+                                                "user": "sim:normal"}).json()["id"] for i in range(6)]
+    deadline = time.monotonic() + 10
+    while srv.logs.backlog and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)
+    df = read_logs(logs)
+    rows = df[df["request_id"].isin(ids)]
+    assert len(rows) == 6
+    assert (rows["status"] == 200).all() and (rows["user"] == "sim:normal").all()
+    assert (rows["prompt_tokens"] > 0).all() and (rows["completion_tokens"] > 0).all()
+    assert rows["mean_logprob"].notna().all() and (rows["mean_logprob"] <= 0).all()
+    assert (rows["model_version"] == "unregistered").all() and (rows["prompt_version"] == "none").all()
+    assert (df["status"] >= 400).any()  # the bad requests above are in the log too
+
+
+def test_read_logs_quarantines_a_corrupt_part(tmp_path, caplog):
+    from datetime import datetime, timezone
+
+    from lmops.serve.logstore import write_part
+
+    write_part([{"request_id": "a", "timestamp": datetime.now(timezone.utc), "status": 200}], tmp_path)
+    (tmp_path / "part-20000101T000000000000Z-bad-000000.parquet").write_bytes(b"not parquet")
+    df = read_logs(tmp_path)
+    assert list(df["request_id"]) == ["a"]
+    assert (tmp_path / "quarantine" / "part-20000101T000000000000Z-bad-000000.parquet").exists()
+    assert "quarantined corrupt log part" in caplog.text
+
+
+def perturbed_copy(tiny_model, out: Path) -> Path:
+    """A second model version: the tiny model with different weights."""
+    import torch
+
+    model, tokenizer = tiny_model
+    model = copy.deepcopy(model)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.5)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def test_hot_reload_under_concurrent_load(tiny_root, tiny_model, tmp_path):
+    repo = git_repo(tmp_path / "repo")
+    reg = Registry(repo)
+    v1 = reg.register(NAME, tiny_root / "models" / "base")
+    v2 = reg.register(NAME, perturbed_copy(tiny_model, tmp_path / "m2"))
+    reg.promote(NAME, v1.version)
+    sp = serve_params(tmp_path / "logs", reload_seconds=0.2)
+    seen, failures, ids = [], [], []
+    stop = threading.Event()
+
+    def client(url):
+        with httpx.Client(base_url=url, timeout=30) as c:
+            while not stop.is_set():
+                try:
+                    r = c.post("/v1/completions", json={"prompt": QUESTION, "max_tokens": 4})
+                    if r.status_code != 200:
+                        failures.append(r.text)
+                        continue
+                    seen.append(r.json()["system_fingerprint"])
+                    ids.append(r.json()["id"])
+                except httpx.HTTPError as err:
+                    failures.append(repr(err))
+
+    with running_server(sp, repo) as (url, srv):
+        threads = [threading.Thread(target=client, args=(url,)) for _ in range(20)]  # the issue's 20 clients
+        for t in threads:
+            t.start()
+        time.sleep(0.5)
+        reg.promote(NAME, v2.version)  # the poller picks this up; nobody restarts anything
+        deadline = time.monotonic() + 20
+        while v2.version not in seen[-5:] and time.monotonic() < deadline:
+            time.sleep(0.1)
+        reg.rollback(NAME)
+        r = httpx.post(f"{url}/admin/reload", timeout=30).json()  # the admin path, racing the poller
+        assert r["version"] == v1.version
+        time.sleep(0.5)
+        stop.set()
+        for t in threads:
+            t.join()
+        assert srv.engine.swaps >= 2
+    assert not failures, failures[:3]
+    assert v1.version in seen and v2.version in seen and seen[-1] == v1.version
+    df = read_logs(tmp_path / "logs")
+    assert set(ids) <= set(df["request_id"])  # logged, every one
+    assert set(df["model_version"]) == {v1.version, v2.version}
+
+
+def test_sigterm_flushes_the_log(tiny_root, tmp_path):
+    """`lmops serve` as a process: rows still in memory at SIGTERM reach the log store."""
+    import os
+    import subprocess
+    import sys
+
+    import yaml
+
+    from benchmarks.serve import free_port
+    from tests.conftest import ROOT
+
+    port = free_port()
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"serve": {
+        "port": port, "fallback_dir": str(tiny_root / "models" / "base"), "log_dir": str(tmp_path / "logs"),
+        "log_flush_seconds": 60, "reload_seconds": 0}}))  # only the shutdown flush can write in time
+    proc = subprocess.Popen([sys.executable, "-m", "lmops.cli", "--root", str(tmp_path), "serve"],
+                            env={**os.environ, "PYTHONPATH": str(ROOT)}, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None and time.monotonic() < deadline, "server did not start"
+            try:
+                httpx.get(f"http://127.0.0.1:{port}/health", timeout=1)
+                break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        for _ in range(3):
+            r = httpx.post(f"http://127.0.0.1:{port}/v1/completions", json={"prompt": QUESTION, "max_tokens": 2})
+            assert r.status_code == 200
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    assert len(read_logs(tmp_path / "logs")) == 3
+
+
+def test_prompt_hook_is_applied_and_logged(tiny_root, tmp_path):
+    def hook(prompt: str) -> tuple[str, str]:
+        if "boom" in prompt:
+            raise ValueError("template failed")
+        return "Answer briefly." + prompt, "qa@3"
+
+    with running_server(serve_params(tmp_path / "logs"), tiny_root, prompt_hook=hook) as (url, srv):
+        ok = httpx.post(f"{url}/v1/completions", json={"prompt": QUESTION, "max_tokens": 2}, timeout=30)
+        bad = httpx.post(f"{url}/v1/completions", json={"prompt": "boom", "max_tokens": 2}, timeout=30)
+        assert httpx.get(f"{url}/health").status_code == 200  # still serving
+    assert ok.status_code == 200 and bad.status_code == 500
+    assert "prompt hook failed" in bad.json()["error"]["message"]
+    df = read_logs(tmp_path / "logs").set_index("status")
+    assert df.loc[200, "prompt_version"] == "qa@3" and df.loc[200, "rendered_prompt"].startswith("Answer briefly.")
+    assert df.loc[200, "prompt"] == QUESTION and "template failed" in df.loc[500, "error"]
+
+
+def test_model_directory_markers_pick_the_loader(tiny_root, tmp_path, monkeypatch):
+    """A quantized variant (marker file in its directory) goes to its own loader, not from_pretrained."""
+    from lmops.serve import engine
+
+    variant = tmp_path / "variant"
+    shutil.copytree(tiny_root / "models" / "base", variant)
+    (variant / "fake_quant.json").write_text("{}")
+    calls = []
+
+    def fake_loader(path):
+        calls.append(path)
+        return engine._load_hf(path)
+
+    monkeypatch.setitem(engine.LOADERS, "fake_quant.json", fake_loader)
+    loaded = engine.load(variant, NAME, "v0.0.9")
+    assert calls == [variant] and loaded.context == 96 and loaded.version == "v0.0.9"
+    engine.load(tiny_root / "models" / "base", NAME, "v0.0.1")
+    assert len(calls) == 1
+
+
+def test_served_answers_match_evaluation(tiny_root, tiny_corpus):
+    """Batched serving with early stop gives the evaluation's greedy answers (same model, same text)."""
+    from lmops.model.evaluate import generate_answers
+    from lmops.serve.engine import Job, generate, load
+
+    loaded = load(tiny_root / "models" / "base", NAME, "v")
+    prompts = [f"\nQuestion: {r['question']}\nAnswer:" for r in tiny_corpus.qa[:10]]
+    served = generate(loaded, [Job(p, 6, 0.0, ["\n"]) for p in prompts])
+    expected = generate_answers(loaded.model, loaded.tokenizer, prompts, max_new_tokens=6)
+    assert [r.text.strip() for r in served] == expected
+    assert all(r.completion_tokens <= 6 and r.mean_logprob is not None for r in served if r.text)
