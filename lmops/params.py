@@ -119,7 +119,7 @@ class LongContextParams(Section):
     kb_multiple: int = Field(8, ge=1)  # KB-QA context for full-context methods, in trained contexts
     ppl_sequences: int = Field(4, ge=1)  # sequences of max(lengths) tokens for perplexity by position
     max_new_tokens: int = Field(8, ge=1)
-    threads: int = Field(2, ge=1)
+    threads: int = Field(1, ge=1)  # one thread: two spin-wait on each other on a shared CPU
     rope: RopeParams = RopeParams()
     finetune: PIFinetuneParams = PIFinetuneParams()
     nbce: NBCEParams = NBCEParams()
@@ -131,6 +131,9 @@ class LongContextParams(Section):
             raise ValueError("lengths must be multiples >= 1 of the trained context")
         if not self.depths or not all(0 <= d <= 1 for d in self.depths):
             raise ValueError("depths must lie in [0, 1]")
+        return self
+
+
 class ServeParams(Section):
     """`lmops serve`: the OpenAI-compatible server of the registry's champion (loopback by default)."""
     host: str = "127.0.0.1"

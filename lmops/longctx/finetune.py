@@ -8,6 +8,7 @@ fine-tune sees facts far from their question, as long prompts need.
 from __future__ import annotations
 
 import random
+import re
 
 from lmops.data import Corpus
 from lmops.data.generate import FILLER, qa_text
@@ -23,7 +24,8 @@ def long_recall_texts(corpus: Corpus, tokenizer, length: int, count: int, seed: 
     texts = []
     for _ in range(count):
         row = rng.choice(rows)
-        fact = row["context"].split(". ", 1)[0] + "."  # "Note: the access code for X is N."
+        # The note asked about ("Note: the access code for X is CODE."); items may carry several notes.
+        fact = next(s for s in re.split(r"(?<=\.) ", row["context"]) if s.endswith(f" is {row['answer']}."))
         n = max(1, int(rng.uniform(0.5, 0.95) * length / per_sentence))
         filler = [rng.choice(FILLER) for _ in range(n)]
         at = rng.randint(0, n)

@@ -11,8 +11,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-from lmops.data.generate import (FILLER, FRESH_KINDS, RECALL_OBJECTS, SYLLABLES, entity_records, make_entities,
-                                 profile_doc, qa_pairs, qa_text)
+from lmops.data.generate import (FILLER, FRESH_KINDS, _recall_fact, entity_records, make_entities, profile_doc,
+                                 qa_pairs, qa_text)
 
 
 @dataclass
@@ -44,10 +44,7 @@ def _n_tokens(tokenizer, text: str) -> int:
 def passkey_item(rng: random.Random, tokenizer, length: int, depth: float, reserve: int, uid: str) -> Item:
     """Filler sentences around one access-code note, so that context + question fill `length - reserve`
     tokens; the note goes after `depth` of the filler."""
-    obj = f"{rng.choice(RECALL_OBJECTS)} {rng.choice(SYLLABLES).upper()}-{rng.randint(10, 99)}"
-    code = str(rng.randint(1000, 9999))
-    needle = f"Note: the access code for {obj} is {code}."
-    question = f"What is the access code for {obj}?"
+    needle, question, code = _recall_fact(rng)  # the corpus' own recall format, so the task is natural
     budget = length - reserve - _n_tokens(tokenizer, qa_text(question)) - _n_tokens(tokenizer, " " + needle)
     filler: list[str] = []
     used = 0
