@@ -17,6 +17,10 @@ TINY = {
                                           "kv_heads": 2, "intermediate_size": 64},
               "context": 96, "steps": 30, "batch_size": 8, "lr": 0.003, "warmup": 2, "threads": 1},
     "evaluate": {"max_items": 8, "ppl_tokens": 512, "max_new_tokens": 6, "threads": 1},
+    "long_context": {"passkey_items": 1, "lengths": [1, 2], "depths": [0.5], "kb_entities": 6, "kb_questions": 3,
+                     "kb_multiple": 2, "ppl_sequences": 1, "max_new_tokens": 6, "threads": 1,
+                     "rope": {"types": ["linear", "yarn"]}, "finetune": {"steps": 2, "batch_size": 2},
+                     "retrieval": {"chunk_tokens": 48, "overlap": 8, "top_k": 2}},
 }
 
 

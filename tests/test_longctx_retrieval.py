@@ -75,18 +75,10 @@ def test_query_on_empty_index_is_a_clear_error(tmp_path):
         idx.search("anything", k=3)
 
 
-TINY_LC = {"passkey_items": 1, "lengths": [1, 2], "depths": [0.5], "kb_entities": 6, "kb_questions": 3,
-           "kb_multiple": 2, "ppl_sequences": 1, "max_new_tokens": 6, "threads": 1,
-           "rope": {"types": ["linear", "yarn"]}, "finetune": {"steps": 2, "batch_size": 2},
-           "retrieval": {"chunk_tokens": 48, "overlap": 8, "top_k": 2}}
-
-
-def test_stage_writes_the_metrics_contract_and_plots(tiny_root):
-    from lmops.params import validate
+def test_stage_writes_the_metrics_contract_and_plots(tiny_root, tiny_params):
     from lmops.stages import run_stage
-    from tests.conftest import TINY
 
-    p = validate({**TINY, "long_context": TINY_LC})
+    p = tiny_params  # tests/conftest.py TINY["long_context"]: two lengths, one depth, linear + yarn
     run_stage("long_context", p, tiny_root)
     m = json.loads((tiny_root / "metrics" / "long_context.json").read_text())
     assert set(m) == {"trained_context", "passkey", "kb_qa", "retrieval"}
