@@ -93,7 +93,7 @@ def main() -> int:
     best_rag = max(("retrieval", "retrieval_nbce"), key=lambda k: kb.get(k, 0))
     lines = ["| target | wanted | measured | |", "|---|---|---|---|"]
     if four:
-        lines.append(row("passkey 4x: truncation near chance", "near 0 (random 4-digit code)",
+        lines.append(row("passkey 4x: truncation near chance", "near 0 (a random word-pair code)",
                          f"{four['truncation']:.0%}", four["truncation"] <= 0.35))
         lines.append(row("passkey 4x: best method", ">= 90%", f"{four[best4]:.0%} ({best4})", four[best4] >= 0.9))
     if eight:
