@@ -6,6 +6,7 @@ from prefect import flow
 
 from lmops.report import pipeline_stages
 from tasks.dvc import push, repro_stage
+from tasks.long_context import publish_long_context
 from tasks.params import validate_params
 from tasks.quantize import publish_quantization
 from tasks.report import publish_report
@@ -21,6 +22,8 @@ def lmops_pipeline(project: str = ".", push_data: bool = True) -> dict[str, bool
             push(["data"], project)  # version the dataset on the remote before training on it
     if "quantize" in ran:
         publish_quantization(project)
+    if "long_context" in ran:
+        publish_long_context(project)  # heatmaps and the methods table as image/markdown artifacts
     print(publish_report(project, ran))
     return ran
 

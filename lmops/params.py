@@ -80,6 +80,60 @@ class EvaluateParams(Section):
     threads: int = Field(2, ge=1)
 
 
+class RopeParams(Section):
+    types: list[Literal["linear", "dynamic", "yarn"]] = ["linear", "dynamic", "yarn"]
+    factor: float = Field(8.0, ge=1)  # how far the trained context is stretched (8 covers the longest prompt)
+
+
+class PIFinetuneParams(Section):
+    """Position-interpolation fine-tune of each RoPE variant (Chen et al. use ~1000 steps; CPU budget)."""
+    steps: int = Field(24, ge=0)  # 0 skips the fine-tuned variants
+    length_multiple: float = Field(2.0, ge=1)  # training length, in multiples of the trained context
+    batch_size: int = Field(2, ge=1)
+    lr: float = Field(5e-4, gt=0, lt=1)
+
+
+class NBCEParams(Section):
+    beta: float = Field(0.25, ge=0)  # weight of the no-context correction (naive Bayes: n-1, clamped to it)
+    chunk_tokens: int = Field(0, ge=0)  # context tokens per row; 0 = as many as fit beside the question
+    overlap: int = Field(32, ge=0)  # tokens shared by consecutive context chunks
+    sample: bool = False  # greedy unless true
+    temperature: float = Field(1.0, gt=0)
+
+
+class RetrievalParams(Section):
+    chunk_tokens: int = Field(128, ge=8)  # must fit the trained context with the question
+    overlap: int = Field(32, ge=0)
+    top_k: int = Field(3, ge=1)
+    mode: Literal["vector", "fts", "hybrid"] = "hybrid"
+    rrf_k: int = Field(60, ge=1)  # reciprocal-rank fusion constant
+
+
+class LongContextParams(Section):
+    seed: int = 4242  # the suite's seed: not the corpus seed, so no item is a training item
+    lengths: list[int] = [1, 2, 4, 8]  # passkey prompt lengths, in multiples of the trained context
+    depths: list[float] = [0.1, 0.5, 0.9]  # needle position, 0 = start of the context
+    passkey_items: int = Field(6, ge=1)  # per (length, depth) cell
+    kb_entities: int = Field(60, ge=2)  # fresh entities in the knowledge base
+    kb_questions: int = Field(30, ge=1)
+    kb_multiple: int = Field(8, ge=1)  # KB-QA context for full-context methods, in trained contexts
+    ppl_sequences: int = Field(4, ge=1)  # sequences of max(lengths) tokens for perplexity by position
+    max_new_tokens: int = Field(8, ge=1)
+    threads: int = Field(1, ge=1)  # one thread: two spin-wait on each other on a shared CPU
+    rope: RopeParams = RopeParams()
+    finetune: PIFinetuneParams = PIFinetuneParams()
+    nbce: NBCEParams = NBCEParams()
+    retrieval: RetrievalParams = RetrievalParams()
+
+    @model_validator(mode="after")
+    def _ranges(self) -> "LongContextParams":
+        if not self.lengths or min(self.lengths) < 1:
+            raise ValueError("lengths must be multiples >= 1 of the trained context")
+        if not self.depths or not all(0 <= d <= 1 for d in self.depths):
+            raise ValueError("depths must lie in [0, 1]")
+        return self
+
+
 class ServeParams(Section):
     """`lmops serve`: the OpenAI-compatible server of the registry's champion (loopback by default)."""
     host: str = "127.0.0.1"
@@ -296,6 +350,7 @@ class Params(Section):
     train: TrainParams = TrainParams()
     evaluate: EvaluateParams = EvaluateParams()
     pretrain: PretrainParams = PretrainParams()
+    long_context: LongContextParams = LongContextParams()
     serve: ServeParams = ServeParams()
     simulate: SimulateParams = SimulateParams()
     prompts: PromptsParams = PromptsParams()

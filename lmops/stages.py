@@ -11,6 +11,7 @@ from typing import Callable
 
 from lmops.io import read_json, write_json, write_text
 from lmops.monitor.stage import stage_drift
+from lmops.longctx.stage import stage_long_context
 from lmops.params import Params, TrainParams
 from lmops.prompts.stage import stage_prompts  # light at import time: heavy imports are inside
 from lmops.quant.stage import stage_quantize
@@ -127,6 +128,7 @@ STAGES: dict[str, Callable[[Params, Path], dict]] = {
     "prompts": stage_prompts,
     "quantize": stage_quantize,
     "drift": stage_drift,
+    "long_context": stage_long_context,
 }
 
 

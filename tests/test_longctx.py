@@ -1,0 +1,218 @@
+"""Long context on tiny models: RoPE math against the papers, NBCE, chunking, the suite."""
+from __future__ import annotations
+
+import copy
+import math
+
+import pytest
+
+
+def _rope_model(head_dim: int = 64, trained: int = 4096):
+    """A one-layer random LLaMA whose head size and context make YaRN's three regions non-empty."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=32, hidden_size=2 * head_dim, intermediate_size=16, num_hidden_layers=1,
+                      num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=trained)
+    return LlamaForCausalLM(cfg).eval()
+
+
+def _theta(base: float, d: int):
+    import torch
+
+    return base ** (-torch.arange(0, d, 2, dtype=torch.float64) / d)  # theta_i = base^(-2i/d)
+
+
+def test_linear_interpolation_divides_every_frequency_by_the_factor():
+    from lmops.longctx.rope import RopeConfig, inv_freq, scaled_copy
+
+    model = _rope_model()
+    freq, scale = inv_freq(scaled_copy(model, RopeConfig("linear", 4.0, 4096)))
+    # Chen et al. 2023: f'(x, m) = f(x, m L/L') -- position m/s, i.e. every theta_i divided by s.
+    assert freq.double().numpy() == pytest.approx((_theta(10000.0, 64) / 4).numpy(), rel=1e-5)
+    assert scale == 1.0
+    assert inv_freq(model)[0].double().numpy() == pytest.approx(_theta(10000.0, 64).numpy(), rel=1e-5)
+
+
+def test_dynamic_ntk_grows_the_base_with_the_sequence_length():
+    import torch
+
+    from lmops.longctx.rope import RopeConfig, inv_freq, scaled_copy
+
+    trained, s, d, L = 256, 8.0, 64, 1024
+    model = scaled_copy(_rope_model(trained=trained), RopeConfig("dynamic", s, trained))
+    within, _ = inv_freq(model)  # up to the trained length: the original frequencies
+    assert within.double().numpy() == pytest.approx(_theta(10000.0, d).numpy(), rel=1e-5)
+    model(input_ids=torch.zeros((1, L), dtype=torch.long))
+    grown, _ = inv_freq(model)
+    # Dynamic NTK (emozilla / bloc97): base' = base * ((s L / L0) - (s - 1)) ** (d / (d - 2)).
+    base = 10000.0 * ((s * L / trained) - (s - 1)) ** (d / (d - 2))
+    assert grown.double().numpy() == pytest.approx(_theta(base, d).numpy(), rel=1e-4)
+
+
+def test_yarn_keeps_high_frequencies_interpolates_low_ones_and_scales_attention():
+    from lmops.longctx.rope import RopeConfig, inv_freq, scaled_copy
+
+    trained, s, d = 4096, 8.0, 64
+    freq, scale = inv_freq(scaled_copy(_rope_model(d, trained), RopeConfig("yarn", s, trained)))
+    theta = _theta(10000.0, d)
+    # YaRN (Peng et al. 2023): r = L / lambda with wavelength lambda = 2 pi / theta; dims with r > beta = 32
+    # keep theta, dims with r < alpha = 1 use theta / s, the ramp between mixes the two.
+    r = trained * theta / (2 * math.pi)
+    fast, slow = r > 32, r < 1
+    assert fast.any() and slow.any() and (~fast & ~slow).any()
+    assert freq.double()[fast].numpy() == pytest.approx(theta[fast].numpy(), rel=1e-5)
+    assert freq.double()[slow].numpy() == pytest.approx((theta[slow] / s).numpy(), rel=1e-5)
+    mid = ~fast & ~slow
+    assert ((freq.double()[mid] <= theta[mid] * (1 + 1e-6)) & (freq.double()[mid] >= theta[mid] / s * (1 - 1e-6))).all()
+    assert scale == pytest.approx(0.1 * math.log(s) + 1)  # sqrt(1/t) = 0.1 ln(s) + 1
+
+
+def test_rope_config_rejects_bad_values():
+    from lmops.longctx.rope import RopeConfig
+
+    with pytest.raises(ValueError, match="factor"):
+        RopeConfig("linear", 0.5, 256)
+    with pytest.raises(ValueError, match="unknown"):
+        RopeConfig("ntk", 2.0, 256)
+
+
+def test_chunks_cover_the_text_with_the_requested_overlap():
+    from lmops.longctx.chunking import ChunkConfig, chunk_ids
+
+    ids = list(range(100))
+    chunks = chunk_ids(ids, ChunkConfig(30, 10, 256))
+    assert all(len(c) <= 30 for c in chunks)
+    assert chunks[0][0] == 0 and chunks[-1][-1] == 99
+    for a, b in zip(chunks, chunks[1:]):
+        assert a[-10:] == b[:10]
+    assert sorted(set(sum(chunks, []))) == ids
+
+
+@pytest.mark.parametrize("size,overlap,context,msg", [(300, 10, 256, "larger than the model context"),
+                                                      (32, 32, 256, "smaller than the chunk size"),
+                                                      (32, 40, 256, "smaller than the chunk size")])
+def test_bad_chunk_settings_are_clear_errors(size, overlap, context, msg):
+    from lmops.longctx.chunking import ChunkConfig, ChunkingError
+
+    with pytest.raises(ChunkingError, match=msg):
+        ChunkConfig(size, overlap, context)
+
+
+def test_stage_rejects_chunks_longer_than_the_context(tiny_params):
+    from lmops.longctx.stage import chunk_config
+    from lmops.params import ParamsError
+
+    lp = tiny_params.long_context.model_copy(update={"retrieval": tiny_params.long_context.retrieval.model_copy(
+        update={"chunk_tokens": 200})})
+    with pytest.raises(ParamsError, match="long_context.retrieval"):
+        chunk_config(lp, 96)
+
+
+def test_pooling_picks_the_lowest_entropy_chunk():
+    import torch
+
+    from lmops.longctx.nbce import entropy, nbce_combine, pool_min_entropy
+
+    V = 10
+    uniform = torch.full((V,), -math.log(V))
+    peaked = torch.log_softmax(torch.tensor([0.0] * 7 + [9.0, 0.0, 0.0]), -1)
+    medium = torch.log_softmax(torch.tensor([0.0, 2.0] + [0.0] * 8), -1)
+    rows = torch.stack([uniform, medium, peaked, medium])
+    assert entropy(rows)[2] < entropy(rows)[1] < entropy(rows)[0]
+    assert pool_min_entropy(rows) == 2
+    none = torch.log_softmax(torch.arange(V, dtype=torch.float), -1)
+    expected = 1.25 * peaked - 0.25 * none
+    assert torch.allclose(nbce_combine(rows, none, 0.25), expected)
+    assert torch.allclose(nbce_combine(rows[2:3], none, 0.25), peaked)  # one chunk: beta clamps to n-1 = 0
+
+
+
+
+def _stub_model():
+    import torch
+
+    class Out:
+        def __init__(self, logits, past):
+            self.logits, self.past_key_values = logits, past
+
+    class Stub(torch.nn.Module):
+        def forward(self, input_ids, attention_mask=None, position_ids=None, past_key_values=None, use_cache=True):
+            if past_key_values is None:
+                past_key_values = {"knows": (input_ids == 5).any(-1), "steps": 0}
+            B, V = input_ids.shape[0], 12
+            logits = torch.zeros((B, input_ids.shape[1], V))
+            target = 7 if past_key_values["steps"] == 0 else 9
+            logits[past_key_values["knows"], -1, target] = 10.0
+            logits[~past_key_values["knows"], -1, 3] = 1.0  # a weak, wrong guess
+            past_key_values["steps"] += 1
+            return Out(logits, past_key_values)
+
+    class Tok:
+        pad_token_id, eos_token_id = 0, 1
+
+        def decode(self, ids, skip_special_tokens=False):
+            return "".join({7: "7", 9: "\n", 3: "3"}.get(i, "?") for i in ids)
+
+    return Stub(), Tok()
+
+
+def test_nbce_answers_from_the_one_chunk_that_knows():
+    from lmops.longctx.nbce import NBCEConfig, nbce_generate
+
+    model, tok = _stub_model()
+    chunks = [[2, 2, 2], [2, 5, 2], [4, 4]]
+    assert nbce_generate(model, tok, chunks, [8], NBCEConfig(beta=0.25, max_new_tokens=4)) == "7"
+    assert nbce_generate(model, tok, [[2, 2]], [8], NBCEConfig(beta=0.25, max_new_tokens=1)) == "3"
+
+
+def test_nbce_with_one_chunk_equals_plain_decoding(tiny_model, tiny_corpus):
+    from lmops.longctx.nbce import NBCEConfig, nbce_generate
+    from lmops.model.evaluate import generate_answers, qa_prompt
+
+    model, tok = tiny_model
+    rows = tiny_corpus.split(tiny_corpus.recall, "test")[:3]
+    for r in rows:
+        plain = generate_answers(model, tok, [qa_prompt(r["context"], r["question"])], max_new_tokens=6)[0]
+        prompt = qa_prompt("", r["question"])
+        assert nbce_generate(model, tok, [r["context"]], prompt, NBCEConfig(beta=0.5, max_new_tokens=6)) == plain
+
+
+def test_nbce_sampling_is_seeded(tiny_model):
+    from lmops.longctx.nbce import NBCEConfig, nbce_generate
+
+    model, tok = tiny_model
+    cfg = NBCEConfig(beta=0.25, max_new_tokens=5, sample=True, temperature=1.5, seed=3)
+    chunks = ["The pump is made by Kaden Works.", "The valve is in the east hall."]
+    assert nbce_generate(model, tok, chunks, "\nQuestion: Who?\nAnswer:", cfg) == \
+        nbce_generate(model, tok, chunks, "\nQuestion: Who?\nAnswer:", cfg)
+
+
+def test_passkey_items_fit_their_length_and_place_the_needle(tiny_model):
+    from lmops.longctx.suite import passkey_suite
+
+    _, tok = tiny_model
+    items = passkey_suite(tok, 1, [384, 768], [0.0, 0.5, 1.0], 2, reserve=6)
+    assert len(items) == 12
+    for it in items:
+        n = len(tok(it.context + it.prompt, add_special_tokens=False)["input_ids"])
+        assert it.length // 2 < n <= it.length - 6 + 2  # +2: tokens may merge across the join
+        assert it.gold in it.context and it.answer in it.gold
+        at = it.docs.index(it.gold) / max(1, len(it.docs) - 1)
+        assert len(it.docs) > 4 and abs(at - it.depth) < 0.15
+
+
+def test_kb_items_use_fresh_entities_and_hide_the_answer_in_one_profile(tiny_model, tiny_corpus):
+    from lmops.data.generate import FRESH_KINDS
+    from lmops.longctx.suite import fresh_kb, kb_suite
+
+    _, tok = tiny_model
+    seen = {e["name"] for e in tiny_corpus.entities}
+    ents, docs = fresh_kb(7, 12, seen)
+    assert len(ents) == 12 and not seen & {e.name for e in ents}
+    assert all(e.kind in FRESH_KINDS for e in ents)
+    items = kb_suite(tok, 7, ents, docs, 5, 400, reserve=6)
+    for it in items:
+        assert it.gold in it.docs and it.answer in it.gold
+        assert len(tok(it.context, add_special_tokens=False)["input_ids"]) > 200  # far beyond one profile

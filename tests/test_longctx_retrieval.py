@@ -1,0 +1,120 @@
+"""LanceDB retrieval and the long_context stage end to end, on the tiny corpus and model."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from lmops.longctx.chunking import ChunkConfig
+
+PLANTED = {"id": "planted", "text": "Note: the access code for vault ZQ-77 is 4321."}
+
+
+@pytest.fixture(scope="module")
+def index(tmp_path_factory, tiny_corpus, tiny_model):
+    from lmops.longctx.retrieval import ChunkIndex
+
+    _, tok = tiny_model
+    idx = ChunkIndex.create(tmp_path_factory.mktemp("lance") / "db")
+    docs = [{"id": d["id"], "text": d["text"]} for d in tiny_corpus.documents[:30]]
+    assert idx.add_documents(docs[:10] + [PLANTED] + docs[10:], tok, ChunkConfig(48, 12, 96)) > 31
+    return idx
+
+
+@pytest.mark.parametrize("mode", ["vector", "fts", "hybrid"])
+def test_search_returns_the_planted_document_first(index, mode):
+    hits = index.search("What is the access code for vault ZQ-77?", k=3, mode=mode)
+    assert hits[0]["doc"] == "planted"
+    assert "4321" in hits[0]["text"]
+
+
+def test_adding_documents_is_incremental_and_versioned(index, tiny_corpus, tiny_model):
+    _, tok = tiny_model
+    before, rows = index.version, len(index)
+    assert index.add_documents([PLANTED], tok, ChunkConfig(48, 12, 96)) == 0  # already indexed: nothing re-embedded
+    new = {"id": "new-doc", "text": "The furnace Zorba-101 is made by Quill Works."}
+    assert index.add_documents([PLANTED, new], tok, ChunkConfig(48, 12, 96)) == 1
+    assert len(index) == rows + 1 and index.version > before
+    assert index.search("Who makes Zorba-101?", k=1, mode="hybrid")[0]["doc"] == "new-doc"
+
+
+def test_missing_index_is_a_clear_error(tmp_path, index):
+    from lmops.longctx.retrieval import ChunkIndex, RetrievalError
+
+    with pytest.raises(RetrievalError, match="missing"):
+        ChunkIndex.open(tmp_path / "nowhere")
+    with pytest.raises(RetrievalError, match="'other'.*missing or corrupt"):
+        ChunkIndex.open(index.path, "other")
+
+
+def test_corrupt_table_is_an_error_and_never_recreated(tmp_path, tiny_model):
+    from lmops.longctx.retrieval import ChunkIndex, RetrievalError
+    from lmops.longctx.stage import open_or_create
+
+    _, tok = tiny_model
+    idx = ChunkIndex.create(tmp_path / "db", "kb")
+    idx.add_documents([PLANTED], tok, ChunkConfig(48, 12, 96))
+    data = list((tmp_path / "db" / "kb.lance" / "data").rglob("*.lance"))
+    assert data
+    for f in data:
+        f.write_bytes(b"garbage")
+    with pytest.raises(RetrievalError, match="corrupt"):
+        ChunkIndex.open(tmp_path / "db", "kb")
+    with pytest.raises(RetrievalError, match="corrupt"):
+        open_or_create(tmp_path / "db", "kb")  # the stage's entry point refuses too
+    assert all(f.read_bytes() == b"garbage" for f in data)  # nothing was replaced
+    with pytest.raises(RetrievalError, match="already exists"):
+        ChunkIndex.create(tmp_path / "db", "kb")
+
+
+def test_query_on_empty_index_is_a_clear_error(tmp_path):
+    from lmops.longctx.retrieval import ChunkIndex, RetrievalError
+
+    idx = ChunkIndex.create(tmp_path / "db")
+    with pytest.raises(RetrievalError, match="empty"):
+        idx.search("anything", k=3)
+
+
+def test_stage_writes_the_metrics_contract_and_plots(tiny_root, tiny_params):
+    from lmops.stages import run_stage
+
+    p = tiny_params  # tests/conftest.py TINY["long_context"]: two lengths, one depth, linear + yarn
+    run_stage("long_context", p, tiny_root)
+    m = json.loads((tiny_root / "metrics" / "long_context.json").read_text())
+    assert set(m) == {"trained_context", "passkey", "kb_qa", "retrieval"}
+    assert m["trained_context"] == 96
+    methods = {"truncation", "nbce", "retrieval", "retrieval_nbce", "rope_linear", "rope_linear_ft", "rope_yarn",
+               "rope_yarn_ft"}
+    assert set(m["passkey"]) == methods and set(m["kb_qa"]) == methods
+    assert all(set(v) == {"96", "192"} for v in m["passkey"].values())
+    assert set(m["retrieval"]) == {"recall@1", "recall@5", "mrr", "p50_ms", "p95_ms", "chunks", "table_version"}
+    assert m["retrieval"]["chunks"] > 0 and 0 <= m["retrieval"]["recall@5"] <= 1
+    for out in ["plots/long_context/passkey_heatmaps.png", "plots/long_context/ppl_by_position.png",
+                "plots/long_context_passkey.csv", "plots/long_context_ppl.csv", "reports/long_context.md"]:
+        assert (tiny_root / out).stat().st_size > 0
+    assert "| `retrieval_nbce` |" in (tiny_root / "reports" / "long_context.md").read_text()
+    # A second run reuses the LanceDB tables: no chunk is embedded twice, the version stays.
+    version = m["retrieval"]["table_version"]
+    run_stage("long_context", p, tiny_root)
+    m2 = json.loads((tiny_root / "metrics" / "long_context.json").read_text())
+    assert m2["retrieval"]["table_version"] == version and m2["retrieval"]["chunks"] == m["retrieval"]["chunks"]
+
+
+def test_publish_task_inlines_pngs(tmp_path):
+    from lmops.io import InputError
+    from tasks.long_context import data_url
+
+    png = tmp_path / "x.png"
+    png.write_bytes(b"\x89PNG fake")
+    assert data_url(png).startswith("data:image/png;base64,")
+    with pytest.raises(InputError):
+        data_url(tmp_path / "missing.png")
+
+
+def test_flow_wires_the_stage_through_dvc_and_publishes():
+    from flows.long_context import UPSTREAM, long_context
+    from tasks.long_context import publish_long_context
+
+    assert long_context.name == "lmops-long-context"
+    assert UPSTREAM == ("data", "train", "evaluate")  # the stages long_context reads, in dvc.yaml order
+    assert publish_long_context.retries == 2  # artifacts are I/O against the Prefect API
