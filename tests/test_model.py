@@ -81,3 +81,18 @@ def test_missing_and_corrupt_corpus_name_the_file(tmp_path, tiny_root):
         fh.write('{"truncated": \n')
     with pytest.raises(InputError, match=r"qa\.jsonl is corrupt at line"):
         Corpus.load(tmp_path / "corpus")
+
+
+def test_pretrain_writes_a_checkpoint_with_its_model_card(tmp_path, tiny_root):
+    """The path behind the committed checkpoint (`lmops pretrain`) on a tiny configuration."""
+    from lmops.stages import pretrain
+
+    raw = json.loads(json.dumps(TINY))
+    raw["pretrain"] = {**raw["train"], "steps": 4, "out": "models/pretrained"}
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "corpus").symlink_to(tiny_root / "data" / "corpus")
+    metrics = pretrain(validate(raw), tmp_path)
+    card = (tmp_path / "models" / "pretrained" / "README.md").read_text()
+    assert f"| `val_perplexity` | {metrics['val_perplexity']} |" in card and "`steps`: 4" in card
+    model, _ = load_model(tmp_path / "models" / "pretrained")
+    assert model.config.model_type == "llama"
