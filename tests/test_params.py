@@ -29,3 +29,10 @@ def test_bad_yaml_and_missing_file(tmp_path):
         load_params(bad)
     with pytest.raises(ParamsError, match="not found"):
         load_params(tmp_path / "nope.yaml")
+
+
+def test_duplicate_keys_are_refused(tmp_path):
+    dup = tmp_path / "params.yaml"
+    dup.write_text("train:\n  steps: 3\n  threads: 1\n  steps: 4\n")
+    with pytest.raises(ParamsError, match="duplicate key 'steps'"):
+        load_params(dup)
