@@ -50,6 +50,22 @@ class ArchParams(Section):
         return self
 
 
+class InductionParams(Section):
+    """The induction warm-up before the corpus (see lmops/model/train.py): random spans said twice."""
+    steps: int = Field(0, ge=0)  # 0: no warm-up (fine-tunes of a checkpoint that already copies)
+    context: int = Field(64, ge=8)  # short rows: cheap steps, and the circuit forms as fast as on long ones
+    batch_size: int = Field(32, ge=1)
+    lr: float = Field(3e-3, gt=0, lt=1)
+    span: tuple[int, int] = (4, 16)  # span lengths, in tokens
+
+    @model_validator(mode="after")
+    def _span_fits(self) -> "InductionParams":
+        if not 1 <= self.span[0] <= self.span[1] or 2 * self.span[1] + 1 > self.context:
+            raise ValueError("span must be [min, max] with 1 <= min <= max and a repeated span (2*max+1) "
+                             "fitting in context")
+        return self
+
+
 class TrainParams(Section):
     # "scratch", or a Hugging Face causal-LM directory (the committed checkpoint, or your own model).
     base: str = "models/pretrained"
@@ -62,6 +78,8 @@ class TrainParams(Section):
     weight_decay: float = Field(0.1, ge=0)
     seed: int = 0
     threads: int = Field(2, ge=1)
+    induction: InductionParams = InductionParams()
+    repeat_share: float = Field(0.0, ge=0, lt=1)  # share of corpus-phase rows that are repeats (keeps copying)
 
 
 class PretrainParams(TrainParams):

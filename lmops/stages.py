@@ -60,15 +60,29 @@ def train_and_save(tp: TrainParams, root: Path, out: Path, plot_name: str, check
     def snapshot(step: int) -> None:
         save_model(model, tokenizer, root / out, {"base": tp.base, "snapshot_step": step})
 
+    warm = induction_warmup(model, tokenizer, tp)
     result = train_lm(model, tokenizer, texts, context=tp.context, steps=tp.steps, batch_size=tp.batch_size,
                       lr=tp.lr, warmup=tp.warmup, weight_decay=tp.weight_decay, seed=tp.seed, threads=tp.threads,
-                      checkpoint=snapshot, checkpoint_every=checkpoint_every)
-    stats = {"base": tp.base, "params": count_params(model), "train_tokens": result.tokens,
-             "train_seconds": result.seconds, "context": tp.context, "steps": tp.steps,
-             "final_loss": result.losses[-1][1]}
+                      checkpoint=snapshot, checkpoint_every=checkpoint_every, repeat_share=tp.repeat_share)
+    stats = {"base": tp.base, "params": count_params(model), "train_tokens": warm.tokens + result.tokens,
+             "train_seconds": round(warm.seconds + result.seconds, 2), "context": tp.context,
+             "steps": tp.induction.steps + tp.steps, "final_loss": result.losses[-1][1]}
     save_model(model, tokenizer, root / out, stats)
-    write_loss_plot(result.losses, root / "plots" / plot_name)
+    n = len(warm.losses)  # one curve: the warm-up's steps first
+    write_loss_plot(warm.losses + [(n + s, loss) for s, loss in result.losses], root / "plots" / plot_name)
     return stats
+
+
+def induction_warmup(model, tokenizer, tp: TrainParams):
+    """`tp.induction.steps` steps on repeat rows only (none when 0): installs the copying circuit."""
+    from lmops.model.train import TrainResult, train_lm
+
+    ip = tp.induction
+    if not ip.steps:
+        return TrainResult()
+    return train_lm(model, tokenizer, [], context=ip.context, steps=ip.steps, batch_size=ip.batch_size, lr=ip.lr,
+                    warmup=min(50, ip.steps), seed=tp.seed, threads=tp.threads, repeat_share=1.0,
+                    repeat_span=ip.span, cosine=False, desc="induction warm-up")  # decay would slow its onset
 
 
 def write_loss_plot(losses: list[tuple[int, float]], path: Path) -> None:

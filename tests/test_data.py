@@ -27,6 +27,14 @@ def test_answers_lie_in_their_documents():
     assert all(r["answer"] in r["context"] and r["answer"] not in r["question"] for r in corpus["recall"])
 
 
+def test_recall_lead_restates_the_note_without_the_code():
+    """The answer's lead is the note's own words up to the code: copying continues it with the code."""
+    for r in _corpus()["recall"]:
+        for question, lead, code in [(r["question"], r["lead"], r["answer"]), *r["more"]]:
+            assert f"{lead[0].lower()}{lead[1:]} {code}." in r["context"] and code not in lead
+            assert lead.removeprefix("The ").removesuffix(" is") in question
+
+
 def test_build_corpus_is_atomic(tmp_path, monkeypatch):
     import pytest
 

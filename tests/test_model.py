@@ -88,7 +88,8 @@ def test_pretrain_writes_a_checkpoint_with_its_model_card(tmp_path, tiny_root):
     from lmops.stages import pretrain
 
     raw = json.loads(json.dumps(TINY))
-    raw["pretrain"] = {**raw["train"], "steps": 4, "out": "models/pretrained"}
+    raw["pretrain"] = {**raw["train"], "steps": 4, "out": "models/pretrained", "repeat_share": 0.25,
+                       "induction": {"steps": 3, "context": 24, "batch_size": 4, "span": [2, 8]}}
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "corpus").symlink_to(tiny_root / "data" / "corpus")
     metrics = pretrain(validate(raw), tmp_path)
@@ -96,3 +97,24 @@ def test_pretrain_writes_a_checkpoint_with_its_model_card(tmp_path, tiny_root):
     assert f"| `val_perplexity` | {metrics['val_perplexity']} |" in card and "`steps`: 4" in card
     model, _ = load_model(tmp_path / "models" / "pretrained")
     assert model.config.model_type == "llama"
+    stats = json.loads((tmp_path / "models" / "pretrained" / "train_stats.json").read_text())
+    assert stats["steps"] == 3 + 4  # the induction warm-up, then the corpus
+
+
+def test_repeat_rows_say_each_span_twice():
+    import random
+
+    from lmops.model.train import repeat_row
+
+    row = repeat_row(random.Random(0), 300, 2000, sep=1, span=(3, 9))
+    assert len(row) == 2000 and min(row) >= 1
+    blocks = [b for b in _split(row[:-60], 1) if b]  # the last block may be cut at the row's end
+    assert blocks and all(len(b) % 2 == 0 and b[:len(b) // 2] == b[len(b) // 2:] and 3 <= len(b) // 2 <= 9
+                          for b in blocks)
+
+
+def _split(row: list[int], sep: int) -> list[list[int]]:
+    out: list[list[int]] = [[]]
+    for t in row:
+        out.append([]) if t == sep else out[-1].append(t)
+    return out[1:-1]  # blocks between separators, whole

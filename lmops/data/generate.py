@@ -104,28 +104,40 @@ def incident(rng: random.Random, e: Entity) -> dict:
     return {"text": text, "category": category, "entity": e.name}
 
 
-def qa_text(question: str, answer: str | None = None) -> str:
-    """The one question/answer format used in training, evaluation and prompts."""
-    return f"\nQuestion: {question}\nAnswer:" + ("" if answer is None else f" {answer}\n")
+def qa_text(question: str, answer: str | None = None, lead: str = "") -> str:
+    """The one question/answer format used in training, evaluation and prompts. `lead` starts the
+    answer with a restatement of what is asked ("The access code for gate TE-11 is"), as passkey
+    prompts do ("What is the pass key? The pass key is"); the model continues with the answer."""
+    head = f"\nQuestion: {question}\nAnswer:" + (f" {lead}" if lead else "")
+    return head + ("" if answer is None else f" {answer}\n")
 
 
-def _recall_fact(rng: random.Random) -> tuple[str, str, str]:
+@dataclass
+class RecallFact:
+    note: str  # "Note: the access code for gate TE-11 is ember maple."
+    question: str  # "What is the access code for gate TE-11?"
+    lead: str  # "The access code for gate TE-11 is"
+    code: str  # "ember maple"
+
+
+def recall_fact(rng: random.Random) -> RecallFact:
     obj = f"{rng.choice(RECALL_OBJECTS)} {_word(rng, 1).upper()}-{rng.randint(10, 99)}"
     code = f"{rng.choice(CODE_WORDS)} {rng.choice(CODE_WORDS)}"
-    return f"Note: the access code for {obj} is {code}.", f"What is the access code for {obj}?", code
+    return RecallFact(f"Note: the access code for {obj} is {code}.", f"What is the access code for {obj}?",
+                      f"The access code for {obj} is", code)
 
 
 def recall_item(rng: random.Random, filler_sentences: int, facts: int = 1) -> dict:
     """Facts early, filler, then the first fact's question. Training items may carry extra facts,
     asked in `more`, which makes every item a lesson in picking the right fact to copy."""
-    notes = [_recall_fact(rng) for _ in range(facts)]
+    notes = [recall_fact(rng) for _ in range(facts)]
     parts = []
-    for note, _, _ in notes:
-        parts.append(note)
+    for fact in notes:
+        parts.append(fact.note)
         parts += [rng.choice(FILLER) for _ in range(filler_sentences // facts)]
-    asked = rng.sample(notes, len(notes))
-    return {"context": " ".join(parts), "question": asked[0][1], "answer": asked[0][2],
-            "more": [[q, a] for _, q, a in asked[1:]]}
+    first, *more = rng.sample(notes, len(notes))
+    return {"context": " ".join(parts), "question": first.question, "lead": first.lead, "answer": first.code,
+            "more": [[f.question, f.lead, f.code] for f in more]}
 
 
 def copy_drill(rng: random.Random) -> str:

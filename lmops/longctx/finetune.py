@@ -29,7 +29,7 @@ def long_recall_texts(corpus: Corpus, tokenizer, length: int, count: int, seed: 
         n = max(1, int(rng.uniform(0.5, 0.95) * length / per_sentence))
         filler = [rng.choice(FILLER) for _ in range(n)]
         at = rng.randint(0, n)
-        texts.append(" ".join(filler[:at] + [fact] + filler[at:]) + qa_text(row["question"], row["answer"]))
+        texts.append(" ".join(filler[:at] + [fact] + filler[at:]) + qa_text(row["question"], row["answer"], row["lead"]))
     return texts
 
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-from lmops.data.generate import (FILLER, FRESH_KINDS, _recall_fact, entity_records, make_entities, profile_doc,
-                                 qa_pairs, qa_text)
+from lmops.data.generate import (FILLER, FRESH_KINDS, entity_records, make_entities, profile_doc,
+                                 qa_pairs, qa_text, recall_fact)
 
 
 @dataclass
@@ -27,6 +27,7 @@ class Item:
     length: int = 0  # passkey: prompt length in tokens it was built for
     depth: float = 0.0  # passkey: where the needle sits, 0 = start, 1 = end
     meta: dict = field(default_factory=dict)
+    lead: str = ""  # the answer's restated start (passkey items), see qa_text
 
     @property
     def context(self) -> str:
@@ -34,7 +35,7 @@ class Item:
 
     @property
     def prompt(self) -> str:
-        return qa_text(self.question)
+        return qa_text(self.question, lead=self.lead)
 
 
 def _n_tokens(tokenizer, text: str) -> int:
@@ -44,8 +45,10 @@ def _n_tokens(tokenizer, text: str) -> int:
 def passkey_item(rng: random.Random, tokenizer, length: int, depth: float, reserve: int, uid: str) -> Item:
     """Filler sentences around one access-code note, so that context + question fill `length - reserve`
     tokens; the note goes after `depth` of the filler."""
-    needle, question, code = _recall_fact(rng)  # the corpus' own recall format, so the task is natural
-    budget = length - reserve - _n_tokens(tokenizer, qa_text(question)) - _n_tokens(tokenizer, " " + needle)
+    fact = recall_fact(rng)  # the corpus' own recall format, so the task is natural
+    needle = fact.note
+    budget = (length - reserve - _n_tokens(tokenizer, qa_text(fact.question, lead=fact.lead))
+              - _n_tokens(tokenizer, " " + needle))
     filler: list[str] = []
     used = 0
     while True:
@@ -57,7 +60,8 @@ def passkey_item(rng: random.Random, tokenizer, length: int, depth: float, reser
         used += cost
     at = round(depth * len(filler))
     docs = filler[:at] + [needle] + filler[at:]
-    return Item(id=uid, docs=docs, question=question, answer=code, gold=needle, length=length, depth=depth)
+    return Item(id=uid, docs=docs, question=fact.question, answer=fact.code, gold=needle, length=length, depth=depth,
+                lead=fact.lead)
 
 
 def passkey_suite(tokenizer, seed: int, lengths: list[int], depths: list[float], per_cell: int,

@@ -70,8 +70,8 @@ def exact_match(predictions: list[str], answers: list[str]) -> float:
     return hits / max(1, len(answers))
 
 
-def qa_prompt(context: str, question: str) -> str:
-    return context + qa_text(question)
+def qa_prompt(context: str, question: str, lead: str = "") -> str:
+    return context + qa_text(question, lead=lead)
 
 
 def kb_qa_items(corpus: Corpus, split: str, limit: int) -> tuple[list[str], list[str]]:
@@ -82,7 +82,7 @@ def kb_qa_items(corpus: Corpus, split: str, limit: int) -> tuple[list[str], list
 
 def recall_items(corpus: Corpus, split: str, limit: int) -> tuple[list[str], list[str]]:
     rows = corpus.split(corpus.recall, split)[:limit]
-    return [qa_prompt(r["context"], r["question"]) for r in rows], [r["answer"] for r in rows]
+    return [qa_prompt(r["context"], r["question"], r["lead"]) for r in rows], [r["answer"] for r in rows]
 
 
 def evaluate_base(model, tokenizer, corpus: Corpus, *, context: int, ppl_tokens: int, max_items: int,

@@ -1,4 +1,10 @@
-"""Causal-LM training on the corpus: whole items packed into fixed-length rows, AdamW, cosine LR."""
+"""Causal-LM training on the corpus: whole items packed into fixed-length rows, AdamW, cosine LR.
+
+From scratch, training starts with an induction warm-up: rows of random token spans, each said
+twice. The second copy is predictable only by finding the first and copying what followed it (an
+induction head, Olsson et al. 2022), the circuit that in-context recall needs. On natural text a
+tiny model takes far more tokens than a CPU gives to form it; on short repeats it forms in about a
+thousand steps, and a share of repeat rows during the corpus phase keeps it."""
 from __future__ import annotations
 
 import math
@@ -27,8 +33,8 @@ def training_texts(corpus: Corpus, seed: int = 0, split: str = "train") -> list[
         texts.append(text)
     texts += [f"{inc['text']}\nCategory: {inc['category']}" for inc in corpus.split(corpus.incidents, split)]
     recall = corpus.split(corpus.recall, split)
-    texts += [r["context"] + "".join(qa_text(q, a) for q, a in [(r["question"], r["answer"]), *r.get("more", [])])
-              for r in recall]
+    texts += [r["context"] + "".join(qa_text(q, a, lead) for q, lead, a in
+                                     [(r["question"], r["lead"], r["answer"]), *r.get("more", [])]) for r in recall]
     if split == "train":
         texts += [copy_drill(rng) for _ in range(len(recall) // 2)]
     return texts
@@ -51,6 +57,17 @@ def pack(token_lists: list[list[int]], context: int, pad_id: int, rng: random.Ra
     return rows
 
 
+def repeat_row(rng: random.Random, vocab_size: int, context: int, sep: int, span: tuple[int, int],
+               first_id: int = 2) -> list[int]:
+    """One row of `context` tokens: [sep, span, span] blocks of random tokens (ids >= `first_id`,
+    past the special tokens), span lengths drawn from `span`."""
+    row: list[int] = []
+    while len(row) < context:
+        tokens = [rng.randrange(first_id, vocab_size) for _ in range(rng.randint(*span))]
+        row += [sep] + tokens + tokens
+    return row[:context]
+
+
 @dataclass
 class TrainResult:
     losses: list[tuple[int, float]] = field(default_factory=list)
@@ -58,9 +75,11 @@ class TrainResult:
     seconds: float = 0.0
 
 
-def lr_at(step: int, steps: int, warmup: int, lr: float) -> float:
+def lr_at(step: int, steps: int, warmup: int, lr: float, decay: bool = True) -> float:
     if step < warmup:
         return lr * (step + 1) / warmup
+    if not decay:
+        return lr
     progress = (step - warmup) / max(1, steps - warmup)
     return lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))  # cosine down to 10%
 
@@ -68,8 +87,11 @@ def lr_at(step: int, steps: int, warmup: int, lr: float) -> float:
 def train_lm(model, tokenizer, texts: list[str], *, context: int, steps: int, batch_size: int, lr: float,
              warmup: int = 0, weight_decay: float = 0.0, seed: int = 0, threads: int = 2,
              progress: bool = True, checkpoint: Callable[[int], None] | None = None,
-             checkpoint_every: int = 0) -> TrainResult:
+             checkpoint_every: int = 0, repeat_share: float = 0.0, repeat_span: tuple[int, int] = (4, 48),
+             cosine: bool = True, desc: str = "train") -> TrainResult:
     """Train `model` in place for `steps` optimizer steps over packed `texts`.
+    A `repeat_share` of the rows are random-span repeats (`repeat_row`); `texts` may then be empty.
+    The LR warms up linearly, then follows a cosine to 10% (or stays flat, `cosine=False`).
     `checkpoint(step)` is called every `checkpoint_every` steps, so long runs leave usable snapshots."""
     import torch
     from tqdm.auto import tqdm
@@ -78,22 +100,27 @@ def train_lm(model, tokenizer, texts: list[str], *, context: int, steps: int, ba
     torch.manual_seed(seed)
     rng = random.Random(seed)
     eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
-    token_lists = [ids + [eos] for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+    token_lists = [ids + [eos] for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]] if texts else []
+    if not token_lists and repeat_share < 1:
+        raise ValueError("train_lm needs training texts unless every row is a repeat row (repeat_share=1)")
     decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}], lr=lr, betas=(0.9, 0.95))
     result, rows, start = TrainResult(), [], time.perf_counter()
     model.train()
-    bar = tqdm(range(steps), desc="train", disable=not progress, unit="step")
+    bar = tqdm(range(steps), desc=desc, disable=not progress, unit="step")
     for step in bar:
-        if len(rows) < batch_size:
+        n_repeat = sum(rng.random() < repeat_share for _ in range(batch_size)) if repeat_share else 0
+        if len(rows) < batch_size - n_repeat:
             rows += pack(token_lists, context, pad, rng)
-        batch = torch.tensor(rows[:batch_size])  # (B, T)
-        rows = rows[batch_size:]
+        picked = [repeat_row(rng, len(tokenizer), context, eos, repeat_span) for _ in range(n_repeat)]
+        picked += rows[:batch_size - n_repeat]
+        rows = rows[batch_size - n_repeat:]
+        batch = torch.tensor(picked)  # (B, T)
         labels = batch.masked_fill(batch == pad, -100)
         for group in opt.param_groups:
-            group["lr"] = lr_at(step, steps, warmup, lr)
+            group["lr"] = lr_at(step, steps, warmup, lr, cosine)
         loss = model(input_ids=batch, attention_mask=(batch != pad).long(), labels=labels).loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
