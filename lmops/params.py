@@ -152,7 +152,10 @@ class ServeParams(Section):
     max_batch: int = Field(8, ge=1)  # requests generated together (left-padded) per step
     request_timeout: float = Field(60.0, gt=0)
     threads: int = Field(1, ge=1)  # torch threads for generation
-    prompt_hook: str = ""  # "module:function" returning (prompt, version); "" = prompts used as sent
+    # "registry": the prompt registry's `prompt_ref` rendered around each request (lmops/serve/prompt.py);
+    # "": prompts used as sent; "module:function": your own hook, returning (prompt, version)
+    prompt_hook: str = "registry"
+    prompt_ref: str = "kb_qa@production"  # NAME@ALIAS or NAME@VERSION in the prompt registry
 
 
 class DriftParams(Section):
@@ -324,6 +327,21 @@ class RetrainParams(Section):
     cooldown_minutes: float = Field(30, ge=0)  # one drift burst -> one retraining run
     threads: int = Field(2, ge=1)
     seed: int = 0
+    # The variant that is evaluated, gated, registered and served: a weight scheme of the quantize
+    # grid (built with the `quantize` section's settings), or "none" for the full-precision model.
+    quantize: str = "w8"
+
+    @model_validator(mode="after")
+    def _servable_scheme(self) -> "RetrainParams":
+        if self.quantize == "none":
+            return self
+        from lmops.quant.schemes import build_scheme
+
+        scheme = build_scheme(self.quantize, QuantizeParams.model_construct())  # unknown names fail here
+        if scheme.kv is not None:
+            raise ValueError(f"quantize {self.quantize!r} quantizes the KV cache, which the server does not "
+                             "use when it generates: pick a weight-only scheme (e.g. w8, w4_rtn) or 'none'")
+        return self
 
 
 class ScenarioParams(Section):
