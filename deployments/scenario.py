@@ -50,6 +50,10 @@ def prepare_sandbox(root: Path, ws: Path, port: int) -> dict:
                                            "seed": sc.seed})
     (ws / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     shutil.copytree(root / "data/corpus", ws / "data/corpus")
+    registry = load_params(root / "params.yaml").prompts.registry  # the served production prompt
+    if not Path(registry).is_absolute() and (root / registry).is_file():
+        (ws / registry).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(root / registry, ws / registry)
     (ws / ".gitignore").write_text("/data/corpus\n/models\n/logs\n/metrics\n/.lmops\n")
     _git(ws, "init", "-q")
     _git(ws, "-c", "user.name=lmops", "-c", "user.email=lmops@localhost", "add", ".")
