@@ -134,3 +134,59 @@ def test_drift_params_name_the_bad_key():
 
     with pytest.raises(ParamsError, match=r"drift\.monitor: .*thresholds needs a value for \[.embedding."):
         validate({"drift": {"monitor": {"thresholds": {"text": 0.1}}}})
+
+
+def _traffic(n: int, seed: int, shift: float = 0.0, names: tuple[str, ...] = ()) -> pd.DataFrame:
+    """Feature frames whose prompts name equipment (`names`): the unknown-terms flag then comes from
+    the vocabulary, as in the monitoring flow."""
+    frame = _features(n, seed, shift)
+    rng = np.random.default_rng(seed + 100)
+    if names:
+        frame["prompt"] = [f"{p} {rng.choice(names)}" for p in frame["prompt"]]
+    return frame
+
+
+def _judge(reference: pd.DataFrame, current: pd.DataFrame, p):
+    """As flows/monitor.py does: unknown terms against the training + reference vocabulary."""
+    from lmops.monitor.drift import run_report
+    from lmops.monitor.vocab import domain_vocab, has_unknown_terms
+
+    vocab = domain_vocab(["pump valve pressure team bar"] + reference["prompt"].tolist())
+    current = current.assign(prompt_unknown_terms=[has_unknown_terms(t, vocab) for t in current["prompt"]])
+    return run_report(reference, current, p)
+
+
+def test_reference_follows_the_champion_after_a_promotion(tmp_path):
+    """After a promotion, the first full window served by the new champion becomes the reference: the
+    drift it was retrained for stops alarming, and a new shift still does."""
+    from lmops.monitor.window import new_reference_reason, reference_features
+    from lmops.params import MonitorParams
+
+    p = MonitorParams(thresholds={"text": 0.3, "embedding": 2.0, "quality": 0.5, "latency": 0.5, "unknown": 0.1})
+    fresh, newer = ("Vindor-417", "Zanny-278", "Brimo-812"), ("Quorl-555", "Skell-902")
+
+    def served(n, version):
+        return pd.DataFrame(_rows(n)).assign(model_version=version)
+
+    def as_reference(frame):  # a reference's own terms are known by definition
+        return frame.assign(prompt_unknown_terms=0.0)
+
+    state = tmp_path / "state"
+    assert new_reference_reason(state, served(5, "v0.0.1"), "v0.0.1") == "the monitor's first window"
+    reference_features(state, as_reference(_traffic(200, 0)), {"model_version": "v0.0.1"})
+    assert new_reference_reason(state, served(5, "v0.0.1"), "v0.0.1") is None  # same champion: judge
+    assert not _judge(reference_features(state), _traffic(200, 1), p).drift_detected
+    drifted = _traffic(200, 2, shift=0.6, names=fresh)
+    assert _judge(reference_features(state), drifted, p).drift_detected  # the drift that was retrained for
+    # v0.0.2 promoted: a window straddling the swap is still judged against the old reference ...
+    mixed = pd.concat([served(3, "v0.0.1"), served(3, "v0.0.2")])
+    assert new_reference_reason(state, mixed, "v0.0.2") is None
+    # ... and the first window served only by the new champion becomes the reference
+    reason = new_reference_reason(state, served(5, "v0.0.2"), "v0.0.2")
+    assert reason and "v0.0.2" in reason and "v0.0.1" in reason
+    reference_features(state, as_reference(drifted), {"model_version": "v0.0.2"})
+    assert new_reference_reason(state, served(5, "v0.0.2"), "v0.0.2") is None
+    same = _judge(reference_features(state), _traffic(200, 3, shift=0.6, names=fresh), p)
+    assert not same.drift_detected, same.failed
+    new_shift = _judge(reference_features(state), _traffic(200, 4, shift=1.4, names=newer), p)
+    assert new_shift.drift_detected and "prompt_unknown_terms" in new_shift.failed
