@@ -54,7 +54,8 @@ def measure(p, root: Path, champion: Path, out: Path) -> dict:
     corpus = Corpus.load(root / "data/corpus")
     qa = fresh_qa(p.simulate)
     logs = drifted_logs(p, corpus, p.drift.scenario.window_requests)
-    new, prov = retrain_texts(logs, fresh_documents(p.simulate), qa, rp.seed, rp.faq_per_entity)
+    new, prov = retrain_texts(logs, fresh_documents(p.simulate), qa, rp.seed, rp.faq_per_entity, rp.qa_repeats,
+                              tuple(rp.document_kinds))
     texts = mix_replay(new, training_texts(corpus, rp.seed), rp.replay_share, rp.seed)
     trained = set(prov["faq_questions"]) | set(prov["asked_questions"])
     seconds = {}
@@ -91,21 +92,25 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--root", default=".")
     ap.add_argument("--champion", default="models/base", help="the model to retrain (default: models/base)")
+    ap.add_argument("--threads", type=int, help="torch threads (default: drift.retrain.threads)")
     args = ap.parse_args()
     from lmops.params import load_params
 
     root = Path(args.root).resolve()
     p = load_params(root / "params.yaml")
+    if args.threads:
+        p = p.model_copy(update={"drift": p.drift.model_copy(update={
+            "retrain": p.drift.retrain.model_copy(update={"threads": args.threads})})})
     with tempfile.TemporaryDirectory() as tmp:
         res = measure(p, root, (root / args.champion).resolve(), Path(tmp))
     rp = p.drift.retrain
     print(f"recipe: {rp.steps} steps x {rp.batch_size} rows x {rp.context} tokens, lr {rp.lr}, rank {rp.lora_r}, "
-          f"replay {rp.replay_share}, faq/entity {rp.faq_per_entity}; {res['new_texts']} new texts "
+          f"replay {rp.replay_share}, faq/entity {rp.faq_per_entity}, qa x{rp.qa_repeats}, documents {rp.document_kinds}; {res['new_texts']} new texts "
           f"({res['faq']} FAQ + {res['asked']} asked questions), {res['texts']} with replay; "
           f"{res['trained_in_new_qa']}/{rp.eval_items * 3} new_qa questions are in the training texts; "
           f"final loss {res['final_loss']}")
     keys = list(res["rows"]["champion"])
-    print("| model | " + " | ".join(keys) + " |\n|---" * (len(keys) + 1) + "|")
+    print("| model | " + " | ".join(keys) + " |\n|" + "---|" * (len(keys) + 1))
     for name, m in res["rows"].items():
         print(f"| {name} | " + " | ".join(str(m[k]) for k in keys) + " |")
     base = res["rows"]["champion"]

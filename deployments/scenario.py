@@ -184,7 +184,8 @@ def summarize(ws: Path, root: Path, info: dict, windows: list, events: list, run
         "retrain_states": [r.state.type.value if r.state else None for r in runs],
         "champion_before": info["champion"],
         "served_version_after": served,
-        "gate": {k: rec.get(k) for k in ("reason", "champion", "challenger")} if rec else None,
+        # challenger = the served (quantized) variant the gate read; full_metrics = before quantization
+        "gate": {k: rec.get(k) for k in ("reason", "champion", "challenger", "variant", "full_metrics")} if rec else None,
         "failed_requests": sum(w["failed_requests"] for w in windows),  # 4xx included (e.g. prompt too long)
         "server_errors": sum(w["server_errors"] for w in windows),  # 5xx and transport errors
         "scenario_seconds": round(seconds, 1),

@@ -116,6 +116,26 @@ def test_retrain_texts_label_asked_questions_from_documents_not_from_the_model()
     assert len(prov["faq_questions"]) == 4 * 3
 
 
+def test_retrain_texts_teach_questions_closed_book_and_repeated():
+    """A question appended to its document is answered by copying; the gate asks closed-book."""
+    from lmops.params import SimulateParams
+    from lmops.retrain.dataset import retrain_texts
+    from lmops.retrain.fresh import fresh_documents, fresh_qa
+
+    sim = SimulateParams(fresh_entities=4)
+    docs, qa = fresh_documents(sim), fresh_qa(sim)
+    logs = pd.DataFrame(_rows(2, prompt=f"doc\nQuestion: {qa[0]['question']}\nAnswer:"))
+    texts, prov = retrain_texts(logs, docs, qa, seed=0, faq_per_entity=2, qa_repeats=3, kinds=("profile",))
+    trained = set(prov["faq_questions"]) | set(prov["asked_questions"])
+    assert len(prov["faq_questions"]) == 4 * 2 and qa[0]["question"] in trained
+    profiles = [d["text"] for d in docs if d["kind"] == "profile"]
+    assert [t[:len(p)] for t, p in zip(texts, profiles)] == profiles  # profiles only, FAQ appended (open book)
+    closed = texts[len(profiles):]
+    assert len(closed) == 3 * len(trained) and all(t.startswith("\nQuestion: ") for t in closed)
+    assert {t.split("\n")[1].removeprefix("Question: ") for t in closed} == trained
+    assert not any(r["question"] in t for r in qa if r["question"] not in trained for t in texts)  # held out
+
+
 @pytest.mark.parametrize("challenger, promote, why", [
     ({"new_qa": 0.5, "old_test_qa": 0.58}, True, "new_qa"),
     ({"new_qa": 0.1, "old_test_qa": 0.60}, False, "not better on the new data"),

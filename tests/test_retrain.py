@@ -15,7 +15,7 @@ from lmops.serve import running_server
 from tests.test_registry import NAME, git_repo
 
 QUESTION = "\nQuestion: Who makes Kavin-123?\nAnswer:"
-KEYS = {"new_qa", "new_answer_logprob", "new_qa_untrained", "old_test_qa"}
+KEYS = {"new_qa", "new_answer_logprob", "new_qa_trained", "new_qa_untrained", "old_test_qa"}
 
 
 @pytest.fixture
@@ -52,7 +52,8 @@ def test_served_variant_is_registered_promoted_and_hot_reloaded(project, tiny_pa
     served = quantize_hook(tiny_params, root, CHALLENGER)
     sp = tiny_params.serve.model_copy(update={"port": 0, "reload_seconds": 0.2, "log_dir": str(tmp_path / "logs"),
                                               "prompt_hook": ""})
-    champ = {"new_qa": 0.1, "new_answer_logprob": -2.0, "new_qa_untrained": 0.0, "old_test_qa": 0.5}
+    champ = {"new_qa": 0.1, "new_answer_logprob": -2.0, "new_qa_trained": 0.0, "new_qa_untrained": 0.0,
+             "old_test_qa": 0.5}
     full = {**champ, "new_qa": 0.6}
     quant = {**champ, "new_qa": 0.5}  # the gate reads this one
     with running_server(sp, root) as (url, srv):

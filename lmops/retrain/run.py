@@ -20,7 +20,9 @@ def snapshot(p: Params, root: Path, window: dict) -> tuple[Path, dict]:
     from lmops.retrain.fresh import fresh_documents, fresh_qa
 
     logs = read_window(root / p.serve.log_dir, Window.of(window["start"], window["end"]))
-    texts, provenance = retrain_texts(logs, fresh_documents(p.simulate), fresh_qa(p.simulate), p.drift.retrain.seed)
+    rp = p.drift.retrain
+    texts, provenance = retrain_texts(logs, fresh_documents(p.simulate), fresh_qa(p.simulate), rp.seed,
+                                      rp.faq_per_entity, rp.qa_repeats, tuple(rp.document_kinds))
     out = SNAPSHOTS / f"{datetime.now(timezone.utc):%Y%m%dT%H%M%S}"
     return out, write_snapshot(root / out, texts, provenance, window)
 
