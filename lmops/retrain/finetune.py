@@ -21,10 +21,12 @@ def mix_replay(new: list[str], old: list[str], share: float, seed: int) -> list[
 
 def lora_finetune(model, tokenizer, texts: list[str], p: RetrainParams):
     """Train LoRA adapters on `texts` and merge them: returns (merged model, TrainResult)."""
+    import torch
     from peft import LoraConfig, get_peft_model
 
     from lmops.model.train import train_lm
 
+    torch.manual_seed(p.seed)  # the adapters' initialisation: the same snapshot retrains the same model
     config = LoraConfig(r=p.lora_r, lora_alpha=p.lora_alpha, lora_dropout=0.0, target_modules=TARGETS,
                         task_type="CAUSAL_LM")
     peft_model = get_peft_model(model, config)

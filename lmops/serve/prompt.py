@@ -95,7 +95,7 @@ class RegistryPrompt:
 
     def _from_registry(self, stamp: tuple) -> _Active:
         from lmops.prompts.registry import PromptRegistry
-        from lmops.prompts.templates import Template
+        from lmops.prompts.templates import _compile  # the library's Jinja2 settings (strict, no escaping)
 
         registry = PromptRegistry.open(self.registry)
         if self.name not in registry.data["prompts"]:
@@ -105,8 +105,7 @@ class RegistryPrompt:
         except InputError as err:  # no such alias or version
             raise _Missing(str(err)) from None
         spec, parse = entry["spec"], PARSERS[self.name]
-        template = Template(name=f"{entry['name']}@{entry['version']}", description="", variables=(),
-                            body=entry["template"], path=str(self.registry))
+        template = _compile(entry["template"], str(self.registry), 1)  # once per registry change, not per request
         fixed = {"instruction": spec.get("instruction", ""), "question_first": spec.get("question_first", False),
                  "examples": self.examples(self.name, int(spec.get("shots", 0)))}
 
