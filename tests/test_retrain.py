@@ -19,12 +19,15 @@ KEYS = {"new_qa", "new_answer_logprob", "new_qa_trained", "new_qa_untrained", "o
 
 
 @pytest.fixture
-def project(tiny_root, tmp_path):
-    """A git project with the tiny corpus, the tiny model as registered champion, and a challenger."""
+def project(tiny_root, tiny_model, tmp_path):
+    """A git project with the tiny corpus, the tiny model as registered champion, and a challenger
+    (the tiny model with other weights, as a fine-tune would leave it)."""
+    from tests.test_serve import perturbed_copy
+
     root = git_repo(tmp_path / "proj")
     shutil.copytree(tiny_root / "data" / "corpus", root / "data" / "corpus")
     shutil.copytree(tiny_root / "models" / "base", root / "models" / "base")
-    shutil.copytree(tiny_root / "models" / "base", root / CHALLENGER)
+    perturbed_copy(tiny_model, root / CHALLENGER)
     reg = Registry(root)
     v1 = reg.register(NAME, root / "models" / "base")
     reg.promote(NAME, v1.version)
