@@ -210,3 +210,14 @@ def test_reference_follows_the_champion_after_a_promotion(tmp_path):
     assert not same.drift_detected, same.failed
     new_shift = _judge(reference_features(state), _traffic(200, 4, shift=1.4, names=newer), p)
     assert new_shift.drift_detected and "prompt_unknown_terms" in new_shift.failed
+
+
+def test_replay_keeps_its_share_and_never_repeats_an_old_text():
+    from lmops.retrain.finetune import mix_replay
+
+    new, old = [f"new {i}" for i in range(14)], [f"old {i}" for i in range(100)]
+    mix = mix_replay(new, old, 0.3, seed=0)
+    olds = [t for t in mix if t.startswith("old")]
+    assert len(olds) == len(set(olds)) == 6 * 16  # 16 rounds of 6 old texts (30% of 20), none twice
+    assert mix.count("new 0") == 16 and abs(len(olds) / len(mix) - 0.3) < 0.01
+    assert mix_replay(new, old, 0.0, seed=0) == new
