@@ -313,9 +313,9 @@ class RetrainParams(Section):
     """The drift-triggered retraining: LoRA fine-tune of the champion, then the promotion gate."""
     lora_r: int = Field(16, ge=1)
     lora_alpha: int = Field(32, ge=1)
-    # A fact is recalled closed-book only after tens of exposures: 300 steps x 16 rows see each QA text
-    # ~20 times (with qa_repeats 4); at 150 steps the same recipe recalls a third as many facts.
-    steps: int = Field(300, ge=1)
+    # A fact is recalled closed-book only after tens of exposures: 360 steps x 16 rows see each QA text
+    # ~25 times (with qa_repeats 4); at 150 steps the same recipe recalls half as many facts.
+    steps: int = Field(360, ge=1)
     batch_size: int = Field(16, ge=1)
     lr: float = Field(5e-3, gt=0, lt=1)  # 1e-2 recalls more facts but breaks reading from a document
     context: int = Field(128, ge=32)  # fresh documents are short: shorter rows train faster
