@@ -29,7 +29,8 @@ def monitor(project: str = ".", log_dir: str = "logs/production", state_dir: str
                                       should_emit)
 
     root = Path(project)
-    p = validate_params(project).drift
+    params = validate_params(project)
+    p = params.drift
     end = pd.Timestamp(end or datetime.now(timezone.utc))
     window = Window.of(pd.Timestamp(start) if start else end - timedelta(minutes=p.monitor.window_minutes), end)
     state = root / state_dir
@@ -40,7 +41,7 @@ def monitor(project: str = ".", log_dir: str = "logs/production", state_dir: str
                                  "next window", window.start, window.end)
         return {**window.as_dict(), "quarantined": True}
     corpus = str(root / "data/corpus")
-    champion = champion_version(root, validate_params(project).serve)
+    champion = champion_version(root, params.serve)  # the reference follows it
     reason = new_reference_reason(state, logs, champion)
     if reason:
         reference_features(state, features(logs, corpus, logs["prompt"].tolist()),
