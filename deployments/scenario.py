@@ -50,6 +50,10 @@ def prepare_sandbox(root: Path, ws: Path, port: int) -> dict:
                                            "seed": sc.seed})
     (ws / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     shutil.copytree(root / "data/corpus", ws / "data/corpus")
+    registry = load_params(root / "params.yaml").prompts.registry  # the served production prompt
+    if not Path(registry).is_absolute() and (root / registry).is_file():
+        (ws / registry).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(root / registry, ws / registry)
     (ws / ".gitignore").write_text("/data/corpus\n/models\n/logs\n/metrics\n/.lmops\n")
     _git(ws, "init", "-q")
     _git(ws, "-c", "user.name=lmops", "-c", "user.email=lmops@localhost", "add", ".")
@@ -180,7 +184,8 @@ def summarize(ws: Path, root: Path, info: dict, windows: list, events: list, run
         "retrain_states": [r.state.type.value if r.state else None for r in runs],
         "champion_before": info["champion"],
         "served_version_after": served,
-        "gate": {k: rec.get(k) for k in ("reason", "champion", "challenger")} if rec else None,
+        # challenger = the served (quantized) variant the gate read; full_metrics = before quantization
+        "gate": {k: rec.get(k) for k in ("reason", "champion", "challenger", "variant", "full_metrics")} if rec else None,
         "failed_requests": sum(w["failed_requests"] for w in windows),  # 4xx included (e.g. prompt too long)
         "server_errors": sum(w["server_errors"] for w in windows),  # 5xx and transport errors
         "scenario_seconds": round(seconds, 1),

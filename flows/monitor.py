@@ -2,7 +2,9 @@
 
 Drift (a critical Evidently test failing) emits `lmops.drift.detected`; the retraining deployment's
 trigger listens for it. A cooldown (`drift.retrain.cooldown_minutes`) makes one burst one event.
-The first window a fresh monitor sees becomes its reference (delete `<state_dir>` to re-baseline).
+The first window a fresh monitor sees becomes its reference (delete `<state_dir>` to re-baseline), and
+after a promotion the first full window served by the new champion replaces it
+(`lmops.monitor.window.new_reference_reason`): handled drift stops alarming, a new shift still does.
 """
 from __future__ import annotations
 
@@ -23,10 +25,12 @@ def monitor(project: str = ".", log_dir: str = "logs/production", state_dir: str
             start: datetime | None = None, end: datetime | None = None,
             metrics_path: str = "metrics/drift.json") -> dict:
     """Judge the window [start, end) (default: the last `window_minutes` up to now)."""
-    from lmops.monitor.window import REFERENCE, record_window, reference_features, should_emit
+    from lmops.monitor.window import (champion_version, new_reference_reason, record_window, reference_features,
+                                      should_emit)
 
     root = Path(project)
-    p = validate_params(project).drift
+    params = validate_params(project)
+    p = params.drift
     end = pd.Timestamp(end or datetime.now(timezone.utc))
     window = Window.of(pd.Timestamp(start) if start else end - timedelta(minutes=p.monitor.window_minutes), end)
     state = root / state_dir
@@ -37,10 +41,13 @@ def monitor(project: str = ".", log_dir: str = "logs/production", state_dir: str
                                  "next window", window.start, window.end)
         return {**window.as_dict(), "quarantined": True}
     corpus = str(root / "data/corpus")
-    if not (state / REFERENCE).exists():
-        reference_features(state, features(logs, corpus, logs["prompt"].tolist()))
-        print(f"no reference yet: window {window.start}..{window.end} ({len(logs)} rows) is now the reference")
-        return {**window.as_dict(), "reference": True}
+    champion = champion_version(root, params.serve)  # the reference follows it
+    reason = new_reference_reason(state, logs, champion)
+    if reason:
+        reference_features(state, features(logs, corpus, logs["prompt"].tolist()),
+                           {"model_version": champion, **window.as_dict(), "reason": reason})
+        print(f"window {window.start}..{window.end} ({len(logs)} rows) is now the reference: {reason}")
+        return {**window.as_dict(), "reference": True, "reason": reason}
     reference = reference_features(state)
     current = features(logs, corpus, reference["prompt"].tolist())
     html = state / "reports" / f"{window.start:%Y%m%dT%H%M%S}.html"

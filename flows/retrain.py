@@ -1,8 +1,9 @@
 """`lmops-retrain`: started by the `lmops.drift.detected` event (see deployments/serve.py).
 
 snapshot the drifted data as a DVC-versioned dataset -> LoRA fine-tune of the champion (merged) ->
-quantization hook -> evaluation of both -> gate -> register, and promote if the gate passes. The
-server polls the registry and hot-reloads the new champion.
+quantization (`drift.retrain.quantize`) -> evaluation of the champion, the full-precision challenger and
+its quantized variant -> gate (on the variant that would be served) -> register both, and promote the
+variant if the gate passes. The server polls the registry and hot-reloads the new champion.
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from tasks.retrain import evaluate, finetune, gate_and_promote, quantize, snapsh
 @flow(name="lmops-retrain", log_prints=True)
 def retrain(project: str = ".", window: dict | None = None, scores: dict | None = None, event_id: str = "") -> dict:
     """`window` = {"start", "end"} of the drifted logs (from the event payload)."""
-    from lmops.retrain.run import CHALLENGER, champion
+    from lmops.retrain.run import CHALLENGER, champion, full_precision
 
     p = validate_params(project)
     if not window:
@@ -26,16 +27,20 @@ def retrain(project: str = ".", window: dict | None = None, scores: dict | None 
     print(f"retraining for drift event {event_id or '(manual)'} on window {window}; scores {scores}")
     dataset, manifest = snapshot_data(p, project, window)
     champ_dir, champ_version = champion(p, Path(project))
-    stats = finetune(p, project, str(champ_dir), dataset)
-    challenger = quantize(p, project, str(Path(project) / CHALLENGER))
+    base_dir, base_version = full_precision(p, Path(project), champ_dir, champ_version)
+    stats = finetune(p, project, str(base_dir), dataset)
+    full = str(Path(project) / CHALLENGER)
+    served = quantize(p, project, full)  # the variant that would be served (`full` when quantize is "none")
     trained = manifest["faq_questions"] + manifest["asked_questions"]
     champ = evaluate(p, project, str(champ_dir), trained, "champion")
-    chall = evaluate(p, project, challenger, trained, "challenger")
-    record = gate_and_promote(p, project, champ_version, challenger, dataset, champ, chall, window)
-    rows = "\n".join(f"| {k} | {champ[k]} | {chall[k]} |" for k in chall)
+    chall_full = evaluate(p, project, full, trained, "challenger")
+    chall = chall_full if served == full else evaluate(p, project, served, trained, f"challenger-{p.drift.retrain.quantize}")
+    record = gate_and_promote(p, project, base_version, full, served, dataset, champ, chall_full, chall, window)
+    rows = "\n".join(f"| {k} | {champ[k]} | {chall_full[k]} | {chall[k]} |" for k in chall)
     create_markdown_artifact(
         f"# Drift retraining: {'promoted' if record['promoted'] else 'kept the champion'}\n\n{record['reason']}\n\n"
-        f"| metric | champion {champ_version} | challenger {record['version']} |\n|---|---|---|\n{rows}\n\n"
+        f"| metric | champion {champ_version} | challenger {record['full_version']} (full) | "
+        f"challenger {record['version']} ({record['variant']}, gated and served) |\n|---|---|---|---|\n{rows}\n\n"
         f"Dataset `{dataset}`: {manifest['texts']} texts ({len(manifest['asked_questions'])} asked questions). "
         f"Fine-tune: {stats['steps']} LoRA steps in {stats['train_seconds']} s.",
         key="lmops-retrain", description="drift-triggered retraining outcome")

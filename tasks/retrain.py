@@ -44,9 +44,9 @@ def evaluate(p: Params, project: str, model_dir: str, trained: list[str], label:
 
 
 @task(name="gate-and-promote", retries=1, retry_delay_seconds=2, cache_policy=NO_CACHE)
-def gate_and_promote(p: Params, project: str, champion_version: str, challenger_dir: str, dataset: str,
-                     champ: dict, chall: dict, window: dict) -> dict:
+def gate_and_promote(p: Params, project: str, parent_version: str, full_dir: str, served_dir: str, dataset: str,
+                     champ: dict, chall_full: dict, chall: dict, window: dict) -> dict:
     from lmops.retrain.run import register_and_gate
 
-    return register_and_gate(p, Path(project), champion_version, Path(challenger_dir), Path(dataset),
-                             champ, chall, window)
+    return register_and_gate(p, Path(project), parent_version, Path(full_dir), Path(served_dir), Path(dataset),
+                             champ, chall_full, chall, window)

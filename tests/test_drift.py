@@ -116,6 +116,26 @@ def test_retrain_texts_label_asked_questions_from_documents_not_from_the_model()
     assert len(prov["faq_questions"]) == 4 * 3
 
 
+def test_retrain_texts_teach_questions_closed_book_and_repeated():
+    """A question appended to its document is answered by copying; the gate asks closed-book."""
+    from lmops.params import SimulateParams
+    from lmops.retrain.dataset import retrain_texts
+    from lmops.retrain.fresh import fresh_documents, fresh_qa
+
+    sim = SimulateParams(fresh_entities=4)
+    docs, qa = fresh_documents(sim), fresh_qa(sim)
+    logs = pd.DataFrame(_rows(2, prompt=f"doc\nQuestion: {qa[0]['question']}\nAnswer:"))
+    texts, prov = retrain_texts(logs, docs, qa, seed=0, faq_per_entity=2, qa_repeats=3, kinds=("profile",))
+    trained = set(prov["faq_questions"]) | set(prov["asked_questions"])
+    assert len(prov["faq_questions"]) == 4 * 2 and qa[0]["question"] in trained
+    profiles = [d["text"] for d in docs if d["kind"] == "profile"]
+    assert [t[:len(p)] for t, p in zip(texts, profiles)] == profiles  # profiles only, FAQ appended (open book)
+    closed = texts[len(profiles):]
+    assert len(closed) == 3 * len(trained) and all(t.startswith("\nQuestion: ") for t in closed)
+    assert {t.split("\n")[1].removeprefix("Question: ") for t in closed} == trained
+    assert not any(r["question"] in t for r in qa if r["question"] not in trained for t in texts)  # held out
+
+
 @pytest.mark.parametrize("challenger, promote, why", [
     ({"new_qa": 0.5, "old_test_qa": 0.58}, True, "new_qa"),
     ({"new_qa": 0.1, "old_test_qa": 0.60}, False, "not better on the new data"),
@@ -134,3 +154,70 @@ def test_drift_params_name_the_bad_key():
 
     with pytest.raises(ParamsError, match=r"drift\.monitor: .*thresholds needs a value for \[.embedding."):
         validate({"drift": {"monitor": {"thresholds": {"text": 0.1}}}})
+
+
+def _traffic(n: int, seed: int, shift: float = 0.0, names: tuple[str, ...] = ()) -> pd.DataFrame:
+    """Feature frames whose prompts name equipment (`names`): the unknown-terms flag then comes from
+    the vocabulary, as in the monitoring flow."""
+    frame = _features(n, seed, shift)
+    rng = np.random.default_rng(seed + 100)
+    if names:
+        frame["prompt"] = [f"{p} {rng.choice(names)}" for p in frame["prompt"]]
+    return frame
+
+
+def _judge(reference: pd.DataFrame, current: pd.DataFrame, p):
+    """As flows/monitor.py does: unknown terms against the training + reference vocabulary."""
+    from lmops.monitor.drift import run_report
+    from lmops.monitor.vocab import domain_vocab, has_unknown_terms
+
+    vocab = domain_vocab(["pump valve pressure team bar"] + reference["prompt"].tolist())
+    current = current.assign(prompt_unknown_terms=[has_unknown_terms(t, vocab) for t in current["prompt"]])
+    return run_report(reference, current, p)
+
+
+def test_reference_follows_the_champion_after_a_promotion(tmp_path):
+    """After a promotion, the first full window served by the new champion becomes the reference: the
+    drift it was retrained for stops alarming, and a new shift still does."""
+    from lmops.monitor.window import new_reference_reason, reference_features
+    from lmops.params import MonitorParams
+
+    p = MonitorParams(thresholds={"text": 0.3, "embedding": 2.0, "quality": 0.5, "latency": 0.5, "unknown": 0.1})
+    fresh, newer = ("Vindor-417", "Zanny-278", "Brimo-812"), ("Quorl-555", "Skell-902")
+
+    def served(n, version):
+        return pd.DataFrame(_rows(n)).assign(model_version=version)
+
+    def as_reference(frame):  # a reference's own terms are known by definition
+        return frame.assign(prompt_unknown_terms=0.0)
+
+    state = tmp_path / "state"
+    assert new_reference_reason(state, served(5, "v0.0.1"), "v0.0.1") == "the monitor's first window"
+    reference_features(state, as_reference(_traffic(200, 0)), {"model_version": "v0.0.1"})
+    assert new_reference_reason(state, served(5, "v0.0.1"), "v0.0.1") is None  # same champion: judge
+    assert not _judge(reference_features(state), _traffic(200, 1), p).drift_detected
+    drifted = _traffic(200, 2, shift=0.6, names=fresh)
+    assert _judge(reference_features(state), drifted, p).drift_detected  # the drift that was retrained for
+    # v0.0.2 promoted: a window straddling the swap is still judged against the old reference ...
+    mixed = pd.concat([served(3, "v0.0.1"), served(3, "v0.0.2")])
+    assert new_reference_reason(state, mixed, "v0.0.2") is None
+    # ... and the first window served only by the new champion becomes the reference
+    reason = new_reference_reason(state, served(5, "v0.0.2"), "v0.0.2")
+    assert reason and "v0.0.2" in reason and "v0.0.1" in reason
+    reference_features(state, as_reference(drifted), {"model_version": "v0.0.2"})
+    assert new_reference_reason(state, served(5, "v0.0.2"), "v0.0.2") is None
+    same = _judge(reference_features(state), _traffic(200, 3, shift=0.6, names=fresh), p)
+    assert not same.drift_detected, same.failed
+    new_shift = _judge(reference_features(state), _traffic(200, 4, shift=1.4, names=newer), p)
+    assert new_shift.drift_detected and "prompt_unknown_terms" in new_shift.failed
+
+
+def test_replay_keeps_its_share_and_never_repeats_an_old_text():
+    from lmops.retrain.finetune import mix_replay
+
+    new, old = [f"new {i}" for i in range(14)], [f"old {i}" for i in range(100)]
+    mix = mix_replay(new, old, 0.3, seed=0)
+    olds = [t for t in mix if t.startswith("old")]
+    assert len(olds) == len(set(olds)) == 6 * 16  # 16 rounds of 6 old texts (30% of 20), none twice
+    assert mix.count("new 0") == 16 and abs(len(olds) / len(mix) - 0.3) < 0.01
+    assert mix_replay(new, old, 0.0, seed=0) == new

@@ -56,6 +56,7 @@ def test_drift_event_triggers_retraining_and_promotion(loop):
     assert m["event_to_retrain_start_s"] is not None and m["event_to_retrain_start_s"] < 60
     assert m["promoted"] and m["promoted"] != m["champion_before"]
     assert m["served_version_after"] == m["promoted"], "the server did not hot-reload the new champion"
+    assert m["gate"]["variant"] == "w8" and m["gate"]["full_metrics"], "the served champion is not the quantized variant"
     # The tiny model's 96-token context rejects long open-book prompts with a 400 (by design);
     # nothing may fail on the server side.
     assert m["server_errors"] == 0

@@ -21,7 +21,9 @@ QUESTION = "\nQuestion: Who makes Kavin-123?\nAnswer:"
 
 
 def serve_params(log_dir: Path, **kw) -> ServeParams:
-    return ServeParams(**{"port": 0, "log_dir": str(log_dir), "log_flush_seconds": 0.1, "reload_seconds": 0, **kw})
+    # prompts as sent: these tests are about serving (the registry hook: tests/test_serve_prompt.py)
+    return ServeParams(**{"port": 0, "log_dir": str(log_dir), "log_flush_seconds": 0.1, "reload_seconds": 0,
+                          "prompt_hook": "", **kw})
 
 
 @pytest.fixture(scope="module")

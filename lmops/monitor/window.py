@@ -15,6 +15,7 @@ from lmops.monitor.logs import Window, read_window
 
 log = logging.getLogger("lmops.monitor")
 REFERENCE = "reference_features.parquet"
+REFERENCE_META = "reference.json"  # whose traffic the reference is: {"model_version", "start", "end", "reason"}
 
 
 class TooFewRows(Exception):
@@ -32,16 +33,53 @@ def load_window(log_dir: Path, window: Window, min_rows: int, state_dir: Path) -
     return rows
 
 
-def reference_features(state_dir: Path, frame: pd.DataFrame | None = None) -> pd.DataFrame:
-    """The reference window's features: saved when `frame` is given, else read back."""
+def reference_features(state_dir: Path, frame: pd.DataFrame | None = None, meta: dict | None = None) -> pd.DataFrame:
+    """The reference window's features: saved (with `meta`: whose traffic it is) when `frame` is
+    given, else read back."""
     path = state_dir / REFERENCE
     if frame is not None:
         state_dir.mkdir(parents=True, exist_ok=True)
-        frame.to_parquet(path, index=False)
+        tmp = path.with_name(f".{path.name}.tmp")
+        frame.to_parquet(tmp, index=False)
+        tmp.replace(path)
+        write_json(state_dir / REFERENCE_META, meta or {})
         return frame
     if not path.exists():
         raise FileNotFoundError(f"no reference features at {path}: run the monitor once on a clean window")
     return pd.read_parquet(path)
+
+
+def champion_version(root: Path, sp) -> str:
+    """The version the server is told to serve (`serve.alias` in the registry); "unregistered" when
+    it serves its fallback directory, as the logs then say."""
+    from lmops.io import InputError
+    from lmops.registry import Registry
+    from lmops.serve.engine import UNREGISTERED
+
+    try:
+        version = Registry(root, sp.registry_store).alias_version(sp.model, sp.alias)
+    except InputError as err:  # no git repository: nothing can be registered
+        log.debug("no model registry in %s (%s)", root, err)
+        version = None
+    return version or UNREGISTERED
+
+
+def new_reference_reason(state_dir: Path, logs: pd.DataFrame, champion: str) -> str | None:
+    """Why this window becomes the reference instead of being judged, or None to judge it.
+
+    The reference follows the champion: after a promotion, the first full window served only by the
+    new champion is the new normal (its traffic is what the retraining was for), so drift that was
+    already handled stops alarming and only a new shift does. Until such a window exists, and for
+    windows that straddle the swap, the previous reference stays."""
+    if not (state_dir / REFERENCE).exists():
+        return "the monitor's first window"
+    meta = read_json(state_dir / REFERENCE_META) if (state_dir / REFERENCE_META).exists() else {}
+    if meta.get("model_version") == champion:
+        return None
+    served_by = set(logs["model_version"].astype(str)) if "model_version" in logs else set()
+    if served_by == {champion}:
+        return f"first full window served by the champion {champion} (the reference was {meta.get('model_version')})"
+    return None
 
 
 def record_window(metrics_path: Path, window: Window, drift_detected: bool, scores: dict, keep: int = 200) -> dict:

@@ -40,6 +40,22 @@ def run_loop(pp: PromptsParams, backend, corpus, library, registry, progress: bo
             "search_reads": search_reads}
 
 
+# What `lmops serve` renders by default (`serve.prompt_ref: kb_qa@production`): the format the base
+# model was trained on, so a fresh registry serves exactly what evaluation measured.
+SERVED_PROMPT = ("kb_qa", {"format": "kb_qa_trained", "instruction": "", "shots": 0, "question_first": False})
+
+
+def ensure_served_prompt(registry, library) -> int | None:
+    """Give the served task a `production` prompt (its training format) if it has none; the version."""
+    name, spec = SERVED_PROMPT
+    entry = registry.data["prompts"].get(name)
+    if entry and "production" in entry["aliases"]:
+        return None
+    version = registry.register(name, spec, library[spec["format"]].body, {}, "seed")
+    registry.set_alias(name, "production", version)
+    return version
+
+
 def register(registry, task, result, seed_spec, best_test, backend, library, data, examples) -> bool:
     """The winner becomes `candidate`; it becomes `production` only if it beats production on dev."""
     from lmops.prompts.harness import PromptSpec, score
@@ -127,6 +143,7 @@ def stage_prompts(p: Params, root: Path) -> dict:
     backend = make_backend(pp.backend, (model, tokenizer))
     corpus = Corpus.load(root / CORPUS)
     registry = PromptRegistry.open(_path(root, pp.registry))
+    ensure_served_prompt(registry, library)  # saved with the loop's update below
     loop = run_loop(pp, backend, corpus, library, registry)
     router = run_router(pp, model, tokenizer, backend, corpus, library)
     res = loop["result"]

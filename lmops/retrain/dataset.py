@@ -25,32 +25,43 @@ def asked_questions(logs: pd.DataFrame) -> list[str]:
     return out
 
 
-def retrain_texts(logs: pd.DataFrame, documents: list[dict], qa: list[dict], seed: int,
-                  faq_per_entity: int = 3) -> tuple[list[str], dict]:
+def retrain_texts(logs: pd.DataFrame, documents: list[dict], qa: list[dict], seed: int, faq_per_entity: int = 3,
+                  qa_repeats: int = 1, kinds: tuple[str, ...] = ("profile", "procedure", "incident")
+                  ) -> tuple[list[str], dict]:
     """Fine-tuning texts and their provenance.
 
-    - every fresh document; profiles carry `faq_per_entity` of their QA pairs (the corpus' format);
-    - every production question about fresh equipment, answered from the documents (never from the
-      model's own logged answer, which is what drifted).
+    - the fresh documents of `kinds`; a profile carries `faq_per_entity` of its QA pairs (the
+      corpus' open-book format, which keeps the model reading answers from a document);
+    - those FAQ questions and every production question about fresh equipment (answered from the
+      documents, never from the model's own logged answer, which is what drifted) as closed-book
+      QA texts, `qa_repeats` times each.
+
+    Closed-book, because that is what the gate measures and what users do: a question appended to
+    its document is answered by copying from the text just above it, so the loss falls without the
+    model learning the fact (measured: +1 point of closed-book QA after 80 steps). Repeated, because
+    a 1M-parameter model recalls a fact only after tens of exposures. The entities' other questions
+    stay out of training: `new_qa_untrained` measures them.
     """
     rng = random.Random(seed)
     by_entity: dict[str, list[dict]] = {}
     for row in qa:
         by_entity.setdefault(row["entity"], []).append(row)
-    texts, faq = [], set()
+    texts, faq = [], []
     for doc in documents:
+        if doc["kind"] not in kinds:
+            continue
         text = doc["text"]
         if doc["kind"] == "profile":
-            for row in rng.sample(by_entity[doc["entity"]], min(faq_per_entity, len(by_entity[doc["entity"]]))):
-                text += qa_text(row["question"], row["answer"])
-                faq.add(row["question"])
+            rows = rng.sample(by_entity[doc["entity"]], min(faq_per_entity, len(by_entity[doc["entity"]])))
+            text += "".join(qa_text(row["question"], row["answer"]) for row in rows)
+            faq += [row["question"] for row in rows]
         texts.append(text)
     answers = {row["question"]: row for row in qa}
     asked = sorted({q for q in asked_questions(logs) if q in answers})
-    # closed-book: the fix is for the model to know the new equipment, not to copy it from a prompt
-    texts += [qa_text(q, answers[q]["answer"]) for q in asked]
-    return texts, {"documents": len(documents), "faq_questions": sorted(faq), "asked_questions": asked,
-                   "log_rows": len(logs)}
+    trained = sorted(set(faq) | set(asked))
+    texts += [qa_text(q, answers[q]["answer"]) for q in trained] * qa_repeats
+    return texts, {"documents": len(documents), "document_kinds": list(kinds), "faq_questions": sorted(faq),
+                   "asked_questions": asked, "qa_repeats": qa_repeats, "log_rows": len(logs)}
 
 
 def write_snapshot(out: Path, texts: list[str], provenance: dict, window: dict) -> dict:

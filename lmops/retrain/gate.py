@@ -47,9 +47,14 @@ def old_test_qa(model, tokenizer, corpus: Corpus, items: int, max_new_tokens: in
 
 def evaluate_candidate(model, tokenizer, corpus: Corpus, fresh_qa: list[dict], trained_questions: set[str],
                        items: int) -> dict[str, float]:
+    """`new_qa` (the gate's) mixes questions the retraining texts ask and questions they do not, as
+    users do; `new_qa_trained` / `new_qa_untrained` split them, so memorised answers and knowledge
+    read from the documents are reported apart."""
+    seen = [r for r in fresh_qa if r["question"] in trained_questions]
     unseen = [r for r in fresh_qa if r["question"] not in trained_questions]
     return {"new_qa": closed_book_qa(model, tokenizer, fresh_qa[:items * 3]),
             "new_answer_logprob": answer_logprob(model, tokenizer, fresh_qa[:items]),
+            "new_qa_trained": closed_book_qa(model, tokenizer, seen[:items]),
             "new_qa_untrained": closed_book_qa(model, tokenizer, unseen[:items]),
             "old_test_qa": old_test_qa(model, tokenizer, corpus, items)}
 

@@ -1,7 +1,6 @@
 """The retraining steps as plain functions over a project directory (the flow wires them)."""
 from __future__ import annotations
 
-import importlib.util
 import logging
 from datetime import datetime, timezone
 from pathlib import Path
@@ -21,7 +20,9 @@ def snapshot(p: Params, root: Path, window: dict) -> tuple[Path, dict]:
     from lmops.retrain.fresh import fresh_documents, fresh_qa
 
     logs = read_window(root / p.serve.log_dir, Window.of(window["start"], window["end"]))
-    texts, provenance = retrain_texts(logs, fresh_documents(p.simulate), fresh_qa(p.simulate), p.drift.retrain.seed)
+    rp = p.drift.retrain
+    texts, provenance = retrain_texts(logs, fresh_documents(p.simulate), fresh_qa(p.simulate), rp.seed,
+                                      rp.faq_per_entity, rp.qa_repeats, tuple(rp.document_kinds))
     out = SNAPSHOTS / f"{datetime.now(timezone.utc):%Y%m%dT%H%M%S}"
     return out, write_snapshot(root / out, texts, provenance, window)
 
@@ -31,6 +32,25 @@ def champion(p: Params, root: Path) -> tuple[Path, str]:
     from lmops.serve.app import champion_source
 
     return champion_source(p.serve, root)
+
+
+def full_precision(p: Params, root: Path, model_dir: Path, version: str) -> tuple[Path, str]:
+    """The full-precision model a (possibly quantized) champion was built from, found through its
+    lineage's parents: fine-tuning starts from there, never from rounded weights."""
+    from lmops.io import InputError
+    from lmops.quant.artifact import QUANT_FILE
+    from lmops.registry import Registry
+
+    if not (model_dir / QUANT_FILE).is_file():
+        return model_dir, version
+    registry = Registry(root, p.serve.registry_store)
+    found = registry.get(p.serve.model, version)
+    while found is not None and (found.path / QUANT_FILE).is_file():
+        found = registry.get(p.serve.model, found.lineage.parent) if found.lineage.parent else None
+    if found is None:
+        raise InputError(f"the champion {p.serve.model}@{version} is a quantized variant and its lineage names "
+                         "no full-precision parent to fine-tune: register and promote a full-precision model")
+    return found.path, found.version
 
 
 def finetune(p: Params, root: Path, champion_dir: Path, dataset: Path) -> dict:
@@ -56,47 +76,101 @@ def finetune(p: Params, root: Path, champion_dir: Path, dataset: Path) -> dict:
     return stats
 
 
-def quantize_hook(p: Params, root: Path, model_dir: Path) -> Path:
-    """Re-run quantization on the challenger when the `quantize` stage exists (branch issue-quant);
-    until then the full-precision challenger is what is evaluated and promoted."""
-    if importlib.util.find_spec("lmops.quant") is None:
-        log.info("no lmops.quant package: evaluating the full-precision challenger (quantization hook skipped)")
-        return model_dir
-    from lmops import quant  # noqa: F401  (the quantize stage's API is wired here when it lands)
+def quantized_dir(scheme: str) -> Path:
+    return CHALLENGER.with_name(f"{CHALLENGER.name}-{scheme}")
 
-    log.info("lmops.quant is present but not wired into retraining yet: evaluating full precision")
-    return model_dir
+
+def quantize_model(p: Params, root: Path, model_dir: Path, out: Path) -> Path:
+    """Build `drift.retrain.quantize` from `model_dir` with the quantize stage's own code and settings
+    (the `quantize` section: group size, calibration windows, ...) and save it as a variant directory
+    that `load_variant` and the server read back."""
+    import torch
+
+    from lmops.data import Corpus
+    from lmops.io import atomic_dir
+    from lmops.model.build import load_model
+    from lmops.model.train import training_texts
+    from lmops.quant.artifact import save_variant
+    from lmops.quant.build import BuildContext, build_variant
+    from lmops.quant.schemes import build_scheme
+    from lmops.quant.stage import _calibration
+
+    rp, qp = p.drift.retrain, p.quantize
+    scheme = build_scheme(rp.quantize, qp)
+    torch.set_num_threads(rp.threads)
+    corpus = Corpus.load(root / "data/corpus")
+    _, tokenizer = load_model(model_dir)
+    ctx = BuildContext(base=model_dir, calib=_calibration(tokenizer, corpus, qp), context=qp.max_length,
+                       train_texts=training_texts(corpus, qp.seed), threads=rp.threads, seed=qp.seed)
+    model, tok, fmt = build_variant(scheme, ctx)
+    with atomic_dir(out) as tmp:
+        save_variant(model, tok, tmp, {"scheme": scheme.name, "format": fmt, "kv": None,
+                                       "weights": type(scheme.weights).__name__, "source": str(model_dir)})
+    torch.set_num_threads(rp.threads)  # QAT/QLoRA builders set their own
+    return out
+
+
+def quantize_hook(p: Params, root: Path, model_dir: Path) -> Path:
+    """The challenger as it would be served: quantized per `drift.retrain.quantize` into
+    `models/challenger-<scheme>`, or `model_dir` itself when that is "none"."""
+    scheme = p.drift.retrain.quantize
+    if scheme == "none":
+        log.info("drift.retrain.quantize is 'none': the full-precision challenger is evaluated and served")
+        return model_dir
+    out = quantize_model(p, root, root / model_dir if not model_dir.is_absolute() else model_dir,
+                         root / quantized_dir(scheme))
+    log.info("quantized the challenger (%s) into %s", scheme, out)
+    return out
+
+
+def load_any(model_dir: Path):
+    """(model, tokenizer) of a full-precision directory or of a quantized variant (quant.json)."""
+    from lmops.model.build import load_model
+    from lmops.quant.artifact import QUANT_FILE, load_variant
+
+    if (model_dir / QUANT_FILE).is_file():
+        model, tokenizer, _ = load_variant(model_dir)
+        return model, tokenizer
+    return load_model(model_dir)
 
 
 def evaluate(p: Params, root: Path, model_dir: Path, trained_questions: set[str]) -> dict:
     import torch
 
     from lmops.data import Corpus
-    from lmops.model.build import load_model
     from lmops.retrain.fresh import fresh_qa
     from lmops.retrain.gate import evaluate_candidate
 
     torch.set_num_threads(p.drift.retrain.threads)
-    model, tokenizer = load_model(model_dir)
+    model, tokenizer = load_any(model_dir)
     return evaluate_candidate(model, tokenizer, Corpus.load(root / "data/corpus"), fresh_qa(p.simulate),
                               trained_questions, p.drift.retrain.eval_items)
 
 
-def register_and_gate(p: Params, root: Path, champion_version: str, challenger_dir: Path, dataset: Path,
-                      champ_metrics: dict, chall_metrics: dict, window: dict) -> dict:
-    """Register the challenger with its lineage; promote it to champion only if the gate passes."""
+def register_and_gate(p: Params, root: Path, parent_version: str, full_dir: Path, served_dir: Path, dataset: Path,
+                      champ_metrics: dict, full_metrics: dict, served_metrics: dict, window: dict) -> dict:
+    """Register the fine-tuned challenger and, when it differs, its quantized variant (parent: the
+    full-precision one), each with its lineage; the gate reads the variant that would be served, and
+    that variant becomes the champion only if the gate passes."""
     from lmops.registry import Lineage, Registry, dir_hash
     from lmops.retrain.gate import gate
 
-    decision = gate(champ_metrics, chall_metrics, p.drift.retrain)
+    rp = p.drift.retrain
+    decision = gate(champ_metrics, served_metrics, rp)
     registry = Registry(root, p.serve.registry_store)
-    lineage = Lineage(data_hash=dir_hash(root / dataset), params=p.drift.retrain.model_dump(mode="json"),
-                      parent=champion_version if registry.get(p.serve.model, champion_version) else None,
-                      metrics=chall_metrics, variant="full")
-    version = registry.register(p.serve.model, challenger_dir, lineage).version
+    data, params = dir_hash(root / dataset), rp.model_dump(mode="json")
+    full = registry.register(p.serve.model, full_dir, Lineage(
+        data_hash=data, params=params, metrics=full_metrics, variant="full",
+        parent=parent_version if registry.get(p.serve.model, parent_version) else None))
+    served = full
+    if Path(served_dir).resolve() != Path(full_dir).resolve():
+        served = registry.register(p.serve.model, served_dir, Lineage(
+            data_hash=data, params={"retrain": params, "quantize": p.quantize.model_dump(mode="json")},
+            metrics=served_metrics, variant=rp.quantize, parent=full.version))
     alias = "champion" if decision.promote else "challenger"
-    registry.promote(p.serve.model, version, alias, message=f"drift retrain: {decision.reason}")
-    record = {"version": version, "alias": alias, "promoted": decision.promote, **decision.as_dict(),
+    registry.promote(p.serve.model, served.version, alias, message=f"drift retrain: {decision.reason}")
+    record = {"version": served.version, "variant": served.lineage.variant, "full_version": full.version,
+              "full_metrics": full_metrics, "alias": alias, "promoted": decision.promote, **decision.as_dict(),
               "window": window, "dataset": str(dataset), "at": datetime.now(timezone.utc).isoformat()}
-    write_json(root / ".lmops" / "retrain" / f"{version}.json", record)
+    write_json(root / ".lmops" / "retrain" / f"{served.version}.json", record)
     return record

@@ -55,7 +55,7 @@ class Server:
         path, version = champion_source(sp, self.root)
         self.engine = Engine(load(path, sp.model, version), sp.max_batch, sp.threads)
         self.logs = LogWriter(self.root / sp.log_dir, sp.log_flush_seconds, sp.log_batch_rows)
-        self.prompt_hook = prompt_hook or load_prompt_hook(sp.prompt_hook)
+        self.prompt_hook = prompt_hook or load_prompt_hook(sp.prompt_hook, sp, self.root)
         self.metrics = ServeMetrics(self)
         self.started = time.time()
         self._reload_lock = threading.Lock()

@@ -28,10 +28,16 @@ def identity_prompt(prompt: str) -> tuple[str, str]:
     return prompt, "none"
 
 
-def load_prompt_hook(spec: str) -> PromptHook:
-    """`"package.module:function"` -> that function; `""` -> prompts are used as sent."""
+def load_prompt_hook(spec: str, sp=None, root: Path = Path(".")) -> PromptHook:
+    """`""` -> prompts are used as sent; `"registry"` -> the prompt registry's production prompt
+    (`lmops.serve.prompt`); `"package.module:function"` -> that function."""
     if not spec:
         return identity_prompt
+    if spec == "registry":
+        from lmops.params import ServeParams
+        from lmops.serve.prompt import registry_hook
+
+        return registry_hook(sp or ServeParams(), Path(root))
     module, _, name = spec.partition(":")
     try:
         return getattr(importlib.import_module(module), name)
