@@ -22,6 +22,22 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+def truncation_by_window(root: Path, length: int, trained: int) -> tuple[float, float]:
+    """Truncation's passkey accuracy at `length`, (needle beyond the kept window, needle inside it),
+    from the stage's per-depth CSV: truncation keeps the last `trained` tokens, so a needle at depth d
+    survives when (1 - d) * length < trained."""
+    import csv
+
+    beyond, inside = [], []
+    with open(root / "plots" / "long_context_passkey.csv") as fh:
+        for r in csv.DictReader(fh):
+            if r["method"] == "truncation" and int(r["length"]) == length:
+                kept = (1 - float(r["depth"])) * length < trained
+                (inside if kept else beyond).append(float(r["accuracy"]))
+    mean = lambda xs: sum(xs) / len(xs) if xs else float("nan")  # noqa: E731
+    return mean(beyond), mean(inside)
+
+
 def latency_10k(root: Path, tokenizer, chunks: int, queries: int, seed: int) -> dict[str, dict[str, float]]:
     """p50/p95 ms per query (query embedding + search) for each search mode over `chunks` chunks."""
     from lmops.longctx.chunking import ChunkConfig
@@ -93,8 +109,11 @@ def main() -> int:
     best_rag = max(("retrieval", "retrieval_nbce"), key=lambda k: kb.get(k, 0))
     lines = ["| target | wanted | measured | |", "|---|---|---|---|"]
     if four:
-        lines.append(row("passkey 4x: truncation near chance", "near 0 (a random word-pair code)",
-                         f"{four['truncation']:.0%}", four["truncation"] <= 0.35))
+        beyond, inside = truncation_by_window(root, 4 * trained, trained)
+        lines.append(row("passkey 4x: truncation near chance (needle beyond its window)",
+                         "near 0 (a random word-pair code)",
+                         f"{beyond:.0%} where the needle lies beyond the last {trained} tokens; {inside:.0%} where it "
+                         f"lies inside (depth 0.9); {four['truncation']:.0%} overall", beyond <= 0.05))
         lines.append(row("passkey 4x: best method", ">= 90%", f"{four[best4]:.0%} ({best4})", four[best4] >= 0.9))
     if eight:
         lines.append(row("passkey 8x: best method", ">= 70%", f"{eight[best8]:.0%} ({best8})", eight[best8] >= 0.7))
