@@ -140,6 +140,7 @@ def test_retrain_texts_teach_questions_closed_book_and_repeated():
     ({"new_qa": 0.5, "old_test_qa": 0.58}, True, "new_qa"),
     ({"new_qa": 0.1, "old_test_qa": 0.60}, False, "not better on the new data"),
     ({"new_qa": 0.5, "old_test_qa": 0.40}, False, "worse on the old test split"),
+    ({"new_qa": 0.5, "old_test_qa": 0.54}, False, "worse on the old test split"),
 ])
 def test_gate(challenger, promote, why):
     from lmops.params import RetrainParams
@@ -147,6 +148,16 @@ def test_gate(challenger, promote, why):
 
     d = gate({"new_qa": 0.1, "old_test_qa": 0.60}, challenger, RetrainParams(tolerance=0.05, gate_metric="new_qa"))
     assert d.promote is promote and why in d.reason
+
+
+def test_gate_promotes_a_challenger_exactly_at_the_tolerance():
+    """0.87 - 0.82 is 0.05000000000000004 in floats: 'no worse than 0.05' must still hold."""
+    from lmops.params import RetrainParams
+    from lmops.retrain.gate import gate
+
+    d = gate({"new_qa": 0.0, "old_test_qa": 0.87}, {"new_qa": 0.3, "old_test_qa": 0.82},
+             RetrainParams(tolerance=0.05, gate_metric="new_qa"))
+    assert d.promote, d.reason
 
 
 def test_drift_params_name_the_bad_key():

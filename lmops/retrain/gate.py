@@ -73,8 +73,10 @@ class Decision:
 def gate(champion: dict[str, float], challenger: dict[str, float], p: RetrainParams) -> Decision:
     """Promote only if better on the new data and within `tolerance` on the old test split."""
     key = p.gate_metric
-    gain = challenger[key] - champion[key]
-    loss = champion["old_test_qa"] - challenger["old_test_qa"]
+    # Rounded: exact-match rates are counts over items, and 0.87 - 0.82 is 0.05000000000000004 in floats,
+    # which would refuse a challenger exactly at the tolerance ("no worse than" includes equal).
+    gain = round(challenger[key] - champion[key], 6)
+    loss = round(champion["old_test_qa"] - challenger["old_test_qa"], 6)
     if gain <= p.min_gain:
         reason = f"not better on the new data: {key} {champion[key]:.3f} -> {challenger[key]:.3f}"
         return Decision(False, reason, champion, challenger)
