@@ -26,15 +26,33 @@ def _calibration(tokenizer, corpus, qp) -> list:
     return [torch.tensor([ids[i:i + qp.max_length]]) for i in range(0, len(ids), qp.max_length)]
 
 
+def build_context(qp, base: Path, corpus, threads: int):
+    """(BuildContext, tokenizer): what every scheme is built from, with the `quantize` section's
+    calibration windows and the training texts that QAT and LoRA schemes fine-tune on."""
+    from lmops.model.build import load_model
+    from lmops.model.train import training_texts
+    from lmops.quant.build import BuildContext
+
+    _, tokenizer = load_model(base)
+    ctx = BuildContext(base=base, calib=_calibration(tokenizer, corpus, qp), train_texts=training_texts(corpus, qp.seed),
+                       context=qp.max_length, threads=threads, seed=qp.seed)
+    return ctx, tokenizer
+
+
+def variant_meta(scheme, fmt: str, **extra) -> dict:
+    """quant.json of a built scheme: what `load_variant` needs to read it back."""
+    return {"scheme": scheme.name, "format": fmt, "kv": None if scheme.kv is None else vars(scheme.kv),
+            "weights": type(scheme.weights).__name__, **extra}
+
+
 def run_grid(p: Params, root: Path, progress: bool = True) -> dict:
     import torch
     from tqdm.auto import tqdm
 
     from lmops.data import Corpus
-    from lmops.model.build import check_model_dir, load_model
-    from lmops.model.train import training_texts
+    from lmops.model.build import check_model_dir
     from lmops.quant.artifact import save_variant
-    from lmops.quant.build import BuildContext, build_variant
+    from lmops.quant.build import build_variant
     from lmops.quant.evaluate import decode_speeds, eval_data, evaluate_variant
     from lmops.quant.schemes import build_scheme
     from lmops.stages import CORPUS
@@ -44,9 +62,7 @@ def run_grid(p: Params, root: Path, progress: bool = True) -> dict:
     schemes = [build_scheme(name, qp) for name in qp.schemes]
     base = check_model_dir(Path(qp.base) if Path(qp.base).is_absolute() else root / qp.base)
     corpus = Corpus.load(root / CORPUS)
-    _, tokenizer = load_model(base)
-    ctx = BuildContext(base=base, calib=_calibration(tokenizer, corpus, qp), train_texts=training_texts(corpus, qp.seed),
-                       context=qp.max_length, threads=qp.threads, seed=qp.seed)
+    ctx, tokenizer = build_context(qp, base, corpus, qp.threads)
     data = eval_data(corpus, tokenizer, qp)
     results: dict[str, dict] = {}
     with atomic_dir(root / QUANT_DIR) as tmp:
@@ -54,9 +70,7 @@ def run_grid(p: Params, root: Path, progress: bool = True) -> dict:
             start = time.perf_counter()
             model, tok, fmt = build_variant(scheme, ctx)
             seconds = time.perf_counter() - start
-            kv = None if scheme.kv is None else vars(scheme.kv)
-            save_variant(model, tok, tmp / scheme.name, {"scheme": scheme.name, "format": fmt, "kv": kv,
-                                                          "weights": type(scheme.weights).__name__})
+            save_variant(model, tok, tmp / scheme.name, variant_meta(scheme, fmt))
             del model
             results[scheme.name] = evaluate_variant(tmp / scheme.name, data, qp, seconds)
             torch.set_num_threads(qp.threads)  # fine-tunes may have changed it

@@ -88,24 +88,18 @@ def quantize_model(p: Params, root: Path, model_dir: Path, out: Path) -> Path:
 
     from lmops.data import Corpus
     from lmops.io import atomic_dir
-    from lmops.model.build import load_model
-    from lmops.model.train import training_texts
     from lmops.quant.artifact import save_variant
-    from lmops.quant.build import BuildContext, build_variant
+    from lmops.quant.build import build_variant
     from lmops.quant.schemes import build_scheme
-    from lmops.quant.stage import _calibration
+    from lmops.quant.stage import build_context, variant_meta
 
     rp, qp = p.drift.retrain, p.quantize
     scheme = build_scheme(rp.quantize, qp)
     torch.set_num_threads(rp.threads)
-    corpus = Corpus.load(root / "data/corpus")
-    _, tokenizer = load_model(model_dir)
-    ctx = BuildContext(base=model_dir, calib=_calibration(tokenizer, corpus, qp), context=qp.max_length,
-                       train_texts=training_texts(corpus, qp.seed), threads=rp.threads, seed=qp.seed)
+    ctx, _ = build_context(qp, model_dir, Corpus.load(root / "data/corpus"), rp.threads)
     model, tok, fmt = build_variant(scheme, ctx)
     with atomic_dir(out) as tmp:
-        save_variant(model, tok, tmp, {"scheme": scheme.name, "format": fmt, "kv": None,
-                                       "weights": type(scheme.weights).__name__, "source": str(model_dir)})
+        save_variant(model, tok, tmp, variant_meta(scheme, fmt, source=str(model_dir)))
     torch.set_num_threads(rp.threads)  # QAT/QLoRA builders set their own
     return out
 
@@ -117,21 +111,9 @@ def quantize_hook(p: Params, root: Path, model_dir: Path) -> Path:
     if scheme == "none":
         log.info("drift.retrain.quantize is 'none': the full-precision challenger is evaluated and served")
         return model_dir
-    out = quantize_model(p, root, root / model_dir if not model_dir.is_absolute() else model_dir,
-                         root / quantized_dir(scheme))
+    out = quantize_model(p, root, root / model_dir, root / quantized_dir(scheme))  # root / absolute = absolute
     log.info("quantized the challenger (%s) into %s", scheme, out)
     return out
-
-
-def load_any(model_dir: Path):
-    """(model, tokenizer) of a full-precision directory or of a quantized variant (quant.json)."""
-    from lmops.model.build import load_model
-    from lmops.quant.artifact import QUANT_FILE, load_variant
-
-    if (model_dir / QUANT_FILE).is_file():
-        model, tokenizer, _ = load_variant(model_dir)
-        return model, tokenizer
-    return load_model(model_dir)
 
 
 def evaluate(p: Params, root: Path, model_dir: Path, trained_questions: set[str]) -> dict:
@@ -140,9 +122,10 @@ def evaluate(p: Params, root: Path, model_dir: Path, trained_questions: set[str]
     from lmops.data import Corpus
     from lmops.retrain.fresh import fresh_qa
     from lmops.retrain.gate import evaluate_candidate
+    from lmops.serve.engine import load_weights
 
     torch.set_num_threads(p.drift.retrain.threads)
-    model, tokenizer = load_any(model_dir)
+    model, tokenizer = load_weights(model_dir)  # as the server will: a quantized variant by its own loader
     return evaluate_candidate(model, tokenizer, Corpus.load(root / "data/corpus"), fresh_qa(p.simulate),
                               trained_questions, p.drift.retrain.eval_items)
 

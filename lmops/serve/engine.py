@@ -80,10 +80,15 @@ def _load_hf(path: Path):
 LOADERS: dict[str, Callable[[Path], tuple]] = {"quant.json": _load_quantized}
 
 
+def load_weights(path: str | Path) -> tuple:
+    """(model, tokenizer) of a model directory, by the loader its marker file names (LOADERS)."""
+    path = Path(path)
+    return next((fn for marker, fn in LOADERS.items() if (path / marker).is_file()), _load_hf)(path)
+
+
 def load(path: str | Path, name: str, version: str) -> Loaded:
     path = Path(path)
-    loader = next((fn for marker, fn in LOADERS.items() if (path / marker).is_file()), _load_hf)
-    model, tokenizer = loader(path)
+    model, tokenizer = load_weights(path)
     context = int(getattr(model.config, "max_position_embeddings", 0) or 2048)
     return Loaded(model, tokenizer, name, version, Path(path), context)
 
