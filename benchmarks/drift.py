@@ -14,7 +14,7 @@ import argparse
 import json
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -37,7 +37,7 @@ def judge_windows(root: Path, windows: int, size: int, shift: float) -> dict:
     corpus = Corpus.load(root / "data/corpus")
     loaded = load(root / "models/base", p.serve.model, "base")
     vocab = corpus_vocab(str(root / "data/corpus"))
-    t0 = datetime.now(timezone.utc)
+    t0 = datetime.now(UTC)
     clean = p.simulate.model_copy(update={"seed": p.drift.scenario.seed})
     shifted = clean.model_copy(update={"topic": clean.topic.model_copy(update={"share": shift, "onset": 0})})
 

@@ -40,11 +40,11 @@ def truncation_by_window(root: Path, length: int, trained: int) -> tuple[float, 
 
 def latency_10k(root: Path, tokenizer, chunks: int, queries: int, seed: int) -> dict[str, dict[str, float]]:
     """p50/p95 ms per query (query embedding + search) for each search mode over `chunks` chunks."""
+    from lmops.data.generate import qa_pairs
     from lmops.longctx.chunking import ChunkConfig
     from lmops.longctx.retrieval import embed
-    from lmops.longctx.stage import open_or_create
     from lmops.longctx.suite import fresh_kb
-    from lmops.data.generate import qa_pairs
+    from lmops.stages.long_context import open_or_create
 
     ents, docs = fresh_kb(seed, chunks // 4 + 1, set())
     docs = docs[:chunks]
@@ -85,9 +85,10 @@ def main() -> int:
 
     import torch
 
+    from lmops.layout import BASE_MODEL
     from lmops.model.build import load_model
     from lmops.params import load_params
-    from lmops.stages import BASE_MODEL, run_stage
+    from lmops.stages import run_stage
 
     root = Path(args.root)
     p = load_params(root / "params.yaml")

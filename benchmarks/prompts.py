@@ -35,8 +35,8 @@ def main() -> int:
     from lmops.model.build import count_params, load_model
     from lmops.params import load_params
     from lmops.prompts.backends import make_backend
+    from lmops.prompts.optimize import run_loop, run_router
     from lmops.prompts.registry import PromptRegistry
-    from lmops.prompts.stage import run_loop, run_router
     from lmops.prompts.templates import load_library
 
     torch.set_num_threads(args.threads)

@@ -62,11 +62,11 @@ def targets(m: dict) -> list[tuple[str, str, str, bool | None]]:
 
 def kv_at_context(root: Path, m: dict, context: int) -> list[tuple[str, str, str, bool | None]]:
     """The int8-KV saving at another context, measured on the saved w8 / w8_kv8 variants."""
+    from lmops.layout import QUANT_DIR
     from lmops.params import load_params
     from lmops.quant.artifact import load_variant, saved_weight_bytes
     from lmops.quant.config import KVCacheConfig
     from lmops.quant.kv import kv_bytes
-    from lmops.quant.stage import QUANT_DIR
 
     if not {"w8", "w8_kv8"} <= set(m["schemes"]):
         return []
@@ -92,12 +92,12 @@ def main(argv: list[str] | None = None) -> int:
     root = Path(args.root)
 
     from lmops.io import read_json
+    from lmops.layout import QUANT_METRICS as METRICS
     from lmops.quant.report import markdown_table
-    from lmops.quant.stage import METRICS
 
     if args.run:
         from lmops.params import load_params, validate
-        from lmops.quant.stage import stage_quantize
+        from lmops.stages.quantize import run as stage_quantize
 
         p = load_params(root / "params.yaml")
         override = {"base": args.base} if args.base else {}

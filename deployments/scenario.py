@@ -18,7 +18,7 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import yaml
@@ -94,10 +94,10 @@ def wait_for_retrain(deployment_id: str, expect: int, timeout: float) -> list:
 def send_window(traffic, url: str, n: int, start_index: int, concurrency: int, flush_s: float):
     from lmops.serve.simulate import send
 
-    t0 = datetime.now(timezone.utc)
+    t0 = datetime.now(UTC)
     result = send(traffic, url, n, concurrency, start_index=start_index)
     time.sleep(flush_s + 1.0)  # the server's log writer flushes every `log_flush_seconds`
-    return t0, datetime.now(timezone.utc), result
+    return t0, datetime.now(UTC), result
 
 
 def run(root: Path) -> dict:
@@ -137,7 +137,7 @@ def run(root: Path) -> dict:
                             "failed": out.get("failed", []), "failed_requests": sum(sent.failed.values()),
                             "server_errors": sum(not e.startswith("4") for e in sent.errors)})
             if out.get("event_id"):
-                events.append({"window": w, "id": out["event_id"], "at": datetime.now(timezone.utc)})
+                events.append({"window": w, "id": out["event_id"], "at": datetime.now(UTC)})
             print(f"window {w} ({'drift' if drifted else 'clean'}): detected={windows[-1]['drift_detected']} "
                   f"failed tests {windows[-1]['failed']}")
         runs = wait_for_retrain(ids["retrain"], len(events), sc.timeout_s) if events else []

@@ -119,11 +119,12 @@ def main(argv: list[str] | None = None) -> int:
 
     ap = argparse.ArgumentParser(prog="lmops up", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--root", default=".")
+    ap.add_argument("--params", default="params.yaml", help="params file, relative to --root")
     ap.add_argument("--prefect-port", type=int, default=4200)
     args = ap.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwind and stop the children on `kill`
     project = Path(args.root).resolve()
-    p = load_params(project / "params.yaml")
+    p = load_params(project / args.params)
     stack = Stack(project, args.prefect_port)
     try:
         stack.start_prefect()

@@ -8,7 +8,7 @@ after a promotion the first full window served by the new champion replaces it
 """
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
@@ -25,13 +25,18 @@ def monitor(project: str = ".", log_dir: str = "logs/production", state_dir: str
             start: datetime | None = None, end: datetime | None = None,
             metrics_path: str = "metrics/drift.json") -> dict:
     """Judge the window [start, end) (default: the last `window_minutes` up to now)."""
-    from lmops.monitor.window import (champion_version, new_reference_reason, record_window, reference_features,
-                                      should_emit)
+    from lmops.monitor.window import (
+        champion_version,
+        new_reference_reason,
+        record_window,
+        reference_features,
+        should_emit,
+    )
 
     root = Path(project)
     params = validate_params(project)
     p = params.drift
-    end = pd.Timestamp(end or datetime.now(timezone.utc))
+    end = pd.Timestamp(end or datetime.now(UTC))
     window = Window.of(pd.Timestamp(start) if start else end - timedelta(minutes=p.monitor.window_minutes), end)
     state = root / state_dir
     state.mkdir(parents=True, exist_ok=True)

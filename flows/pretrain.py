@@ -5,7 +5,7 @@ from pathlib import Path
 
 from prefect import flow, task
 
-from lmops.stages import pretrain as pretrain_checkpoint
+from lmops.stages.train import pretrain as pretrain_checkpoint
 from tasks.dvc import repro_stage
 from tasks.params import validate_params
 

@@ -1,50 +1,45 @@
-"""The `lmops` command: the one entry point for the README, `dvc.yaml` and deployments."""
+"""The `lmops` command: the one entry point for the README, `dvc.yaml` and deployments.
+
+The core commands live here and never import Prefect, `flows/` or `deployments/`. The orchestration
+layer adds its own commands (`run`, `pretrain`, `up`, `scenario`) through the `lmops.commands`
+entry-point group (see pyproject.toml), so users still type one command."""
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
+from importlib.metadata import entry_points
 from pathlib import Path
 
-from lmops.io import InputError
-from lmops.params import ParamsError, load_params
-from lmops.quant.config import QuantError
+from lmops.errors import LmopsError
+from lmops.params import load_params
+
+COMMANDS_GROUP = "lmops.commands"  # entry points: `add(subparsers)` registering a subcommand
 
 
-def _params(args):
+def params_of(args):
+    """The validated params file named by the global --root/--params options."""
     return load_params(Path(args.root) / args.params)
+
 
 
 def cmd_stage(args) -> None:
     from lmops.stages import run_stage, summary
 
-    result = run_stage(args.name, _params(args), Path(args.root))
+    result = run_stage(args.name, params_of(args), Path(args.root))
     print(f"stage {args.name} done:\n{summary(result)}")
 
 
 def cmd_params(args) -> None:
     import yaml
 
-    print(yaml.safe_dump(_params(args).model_dump(mode="json"), sort_keys=False))
-
-
-def cmd_run(args) -> None:
-    _params(args)  # fail on bad params before starting Prefect
-    from flows.pipeline import lmops_pipeline  # lazy: lmops itself never imports Prefect
-
-    lmops_pipeline(project=str(Path(args.root).resolve()), push_data=not args.no_push)
-
-
-def cmd_pretrain(args) -> None:
-    _params(args)
-    from flows.pretrain import pretrain
-
-    pretrain(project=str(Path(args.root).resolve()))
+    print(yaml.safe_dump(params_of(args).model_dump(mode="json"), sort_keys=False))
 
 
 def cmd_serve(args) -> None:
     from lmops.serve import serve
 
-    p = _params(args).serve
+    p = params_of(args).serve
     overrides = {k: v for k, v in {"host": args.host, "port": args.port}.items() if v is not None}
     serve(p.model_copy(update=overrides), Path(args.root))
 
@@ -52,43 +47,34 @@ def cmd_serve(args) -> None:
 def cmd_simulate(args) -> None:
     from lmops.serve.simulate import simulate
 
-    p = _params(args)
+    p = params_of(args)
     sim = p.simulate.model_copy(update={k: v for k, v in {"url": args.url, "requests": args.requests}.items()
                                         if v is not None})
     print(simulate(sim, Path(args.root)).table())
 
 
-def cmd_up(args) -> None:
-    _params(args)
-    from deployments.up import main as up  # lazy: lmops itself never imports Prefect
-
-    raise SystemExit(up(["--root", args.root, "--prefect-port", str(args.prefect_port)]))
-
-
 def cmd_models(args) -> None:
     from lmops.registry.cli import run_models
 
-    run_models(args, _params(args).serve, Path(args.root))
+    run_models(args, params_of(args).serve, Path(args.root))
 
 
 def cmd_prompts(args) -> None:
     from lmops.prompts.cli import run_prompts_command
 
-    run_prompts_command(args, _params(args), Path(args.root))
+    run_prompts_command(args, params_of(args), Path(args.root))
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from lmops.stages import STAGES
+    from lmops.stages import STAGES  # names only: no stage module is imported here
 
     parser = argparse.ArgumentParser(prog="lmops", description="LMOps pipeline: data, training, quantization, "
                                      "long context, prompts and monitoring for language models.")
     parser.add_argument("--root", default=".", help="project directory holding params.yaml and dvc.yaml")
     parser.add_argument("--params", default="params.yaml", help="params file, relative to --root")
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+                        help="logging level (default INFO)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    p = sub.add_parser("run", help="run the whole pipeline as the Prefect flow `lmops-pipeline`")
-    p.add_argument("--no-push", action="store_true", help="skip pushing data to the DVC remote")
-    p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("stage", help="run one pipeline stage (what `dvc repro` calls)")
     p.add_argument("name", choices=sorted(STAGES), help="stage name, as in dvc.yaml")
@@ -96,9 +82,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("params", help="validate params.yaml and print it with defaults filled in")
     p.set_defaults(func=cmd_params)
-
-    p = sub.add_parser("pretrain", help="train the base checkpoint from scratch (the `pretrain` params section)")
-    p.set_defaults(func=cmd_pretrain)
 
     p = sub.add_parser("serve", help="OpenAI-compatible server of the registry's champion (the `serve` section)")
     p.add_argument("--host", help="override serve.host (keep it loopback unless you mean it)")
@@ -110,25 +93,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--requests", type=int, help="override simulate.requests")
     p.set_defaults(func=cmd_simulate)
 
-    p = sub.add_parser("up", help="start the local stack on loopback: Prefect server + UI, process worker, "
-                       "monitoring and retraining deployments, model server")
-    p.add_argument("--prefect-port", type=int, default=4200, help="Prefect server/UI port (default 4200)")
-    p.set_defaults(func=cmd_up)
-
     from lmops.registry.cli import add_models_parser
 
     add_models_parser(sub).set_defaults(func=cmd_models)
     from lmops.prompts.cli import add_prompts_parser
 
     add_prompts_parser(sub, cmd_prompts)
+    for ep in sorted(entry_points(group=COMMANDS_GROUP), key=lambda e: e.name):
+        ep.load()(sub)  # the orchestration layer's commands (flows/cli.py)
     return parser
+
+
+def configure_logging(level: str = "INFO") -> None:
+    logging.basicConfig(level=getattr(logging, level), format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        datefmt="%H:%M:%S", force=True)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    configure_logging(args.log_level)
     try:
         args.func(args)
-    except (ParamsError, InputError, QuantError) as err:
+    except LmopsError as err:
         print(f"lmops: error: {err}", file=sys.stderr)
         return 2
     return 0

@@ -5,13 +5,15 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
+from lmops.errors import InputError
 
-class InputError(RuntimeError):
-    """A missing or corrupt input file; the message names the file."""
+__all__ = ["InputError", "write_text", "write_json", "write_jsonl", "write_csv", "save_figure", "atomic_dir",
+           "read_json", "read_jsonl", "pyplot"]
 
 
 def _tmp_beside(path: Path, suffix: str = "") -> Path:
@@ -35,6 +37,42 @@ def write_json(path: str | Path, obj: Any) -> None:
 
 def write_jsonl(path: str | Path, rows: list[dict]) -> None:
     write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
+
+
+def write_csv(path: str | Path, header: list[str], rows) -> None:
+    """A CSV file (DVC plots read these) written atomically."""
+    import csv
+    import io
+
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    write_text(path, buf.getvalue())
+
+
+def save_figure(fig, path: str | Path, dpi: int = 100) -> None:
+    """Save a matplotlib figure atomically (the format follows `path`'s suffix) and close it."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    tmp = _tmp_beside(path, path.suffix)
+    try:
+        fig.savefig(tmp, dpi=dpi, format=path.suffix.lstrip(".") or "png")
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        tmp.unlink(missing_ok=True)
+
+
+def pyplot():
+    """matplotlib.pyplot on the headless Agg backend (stages run without a display)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 @contextmanager

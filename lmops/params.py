@@ -11,6 +11,8 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from lmops.errors import ParamsError  # noqa: F401  (re-exported: validation raises it)
+
 
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -399,10 +401,6 @@ class Params(Section):
     prompts: PromptsParams = PromptsParams()
     quantize: QuantizeParams = QuantizeParams()
     drift: DriftStageParams = DriftStageParams()
-
-
-class ParamsError(ValueError):
-    """A bad params.yaml: the message names the file and every offending key."""
 
 
 def validate(raw: dict, source: str = "params.yaml") -> Params:

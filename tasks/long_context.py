@@ -9,7 +9,8 @@ from prefect import task
 from prefect.artifacts import create_image_artifact, create_markdown_artifact
 
 from lmops.io import InputError
-from lmops.longctx.stage import PLOTS, REPORT
+from lmops.layout import LONGCTX_PLOTS as PLOTS
+from lmops.layout import LONGCTX_REPORT as REPORT
 
 
 def data_url(png: Path) -> str:

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pandas as pd
 from prefect import task
-from prefect.cache_policies import NO_CACHE
 from prefect.artifacts import create_link_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
 
 from lmops.monitor.logs import Window
@@ -19,7 +19,8 @@ DRIFT_EVENT = "lmops.drift.detected"
 def load_window(log_dir: str, window: Window, min_rows: int, state_dir: str) -> pd.DataFrame | None:
     """Read the window's logs; a corrupt file is quarantined; a window too small to judge is
     quarantined too and gives None (logged by lmops.monitor, recorded in quarantine.jsonl)."""
-    from lmops.monitor.window import TooFewRows, load_window as load
+    from lmops.monitor.window import TooFewRows
+    from lmops.monitor.window import load_window as load
 
     try:
         return load(Path(log_dir), window, min_rows, Path(state_dir))

@@ -8,7 +8,9 @@ from prefect import task
 from prefect.artifacts import create_image_artifact, create_markdown_artifact, create_table_artifact
 
 from lmops.io import InputError, read_json
-from lmops.prompts.stage import METRICS, REPORT, TRAJECTORY
+from lmops.layout import PROMPTS_METRICS as METRICS
+from lmops.layout import PROMPTS_REPORT as REPORT
+from lmops.layout import PROMPTS_TRAJECTORY as TRAJECTORY
 
 
 @task(name="prompts-publish", retries=2, retry_delay_seconds=5)

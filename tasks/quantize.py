@@ -9,8 +9,9 @@ from prefect import task
 from prefect.artifacts import create_image_artifact, create_markdown_artifact, create_table_artifact
 
 from lmops.io import read_json
+from lmops.layout import QUANT_METRICS as METRICS
+from lmops.layout import QUANT_PNG as PLOT_PNG
 from lmops.quant.report import markdown_table
-from lmops.quant.stage import METRICS, PLOT_PNG
 
 
 @task(name="publish-quantization")

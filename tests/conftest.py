@@ -42,7 +42,8 @@ def tiny_params():
 @pytest.fixture(scope="session")
 def tiny_root(tmp_path_factory, tiny_params) -> Path:
     """A project directory with the tiny corpus and a tiny trained model in models/base."""
-    from lmops.stages import stage_data, stage_train
+    from lmops.stages.data import run as stage_data
+    from lmops.stages.train import run as stage_train
 
     root = tmp_path_factory.mktemp("tiny")
     stage_data(tiny_params, root)

@@ -49,7 +49,7 @@ def test_missing_index_is_a_clear_error(tmp_path, index):
 
 def test_corrupt_table_is_an_error_and_never_recreated(tmp_path, tiny_model):
     from lmops.longctx.retrieval import ChunkIndex, RetrievalError
-    from lmops.longctx.stage import open_or_create
+    from lmops.stages.long_context import open_or_create
 
     _, tok = tiny_model
     idx = ChunkIndex.create(tmp_path / "db", "kb")

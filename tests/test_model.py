@@ -34,7 +34,8 @@ def test_exact_match_is_case_and_space_insensitive():
 @pytest.mark.parametrize("arch", ["qwen2", "mistral"])
 def test_other_architectures_train_save_and_reload(tmp_path, tiny_root, arch):
     """Any Hugging Face causal-LM architecture goes through the same stages."""
-    from lmops.stages import stage_evaluate, stage_train
+    from lmops.stages.evaluate import run as stage_evaluate
+    from lmops.stages.train import run as stage_train
 
     raw = json.loads(json.dumps(TINY))
     raw["train"]["arch"]["type"] = arch
@@ -50,7 +51,7 @@ def test_other_architectures_train_save_and_reload(tmp_path, tiny_root, arch):
 
 def test_fine_tune_from_a_model_directory(tmp_path, tiny_root):
     """train.base names any HF directory: here the tiny model, fine-tuned for 2 steps."""
-    from lmops.stages import stage_train
+    from lmops.stages.train import run as stage_train
 
     raw = json.loads(json.dumps(TINY))
     raw["train"].update(base=str(tiny_root / "models" / "base"), steps=2)
@@ -85,7 +86,7 @@ def test_missing_and_corrupt_corpus_name_the_file(tmp_path, tiny_root):
 
 def test_pretrain_writes_a_checkpoint_with_its_model_card(tmp_path, tiny_root):
     """The path behind the committed checkpoint (`lmops pretrain`) on a tiny configuration."""
-    from lmops.stages import pretrain
+    from lmops.stages.train import pretrain
 
     raw = json.loads(json.dumps(TINY))
     raw["pretrain"] = {**raw["train"], "steps": 4, "out": "models/pretrained", "repeat_share": 0.25,

@@ -115,7 +115,7 @@ def test_unreachable_backend_fails_after_bounded_retry():
 def staged(tiny_root):
     """The stage run once on the tiny project with the local backend: (config, metrics)."""
     from lmops.params import validate
-    from lmops.prompts.stage import stage_prompts
+    from lmops.stages.prompts import run as stage_prompts
 
     cfg = copy.deepcopy(TINY)
     cfg["prompts"] = SMALL
@@ -125,7 +125,7 @@ def staged(tiny_root):
 def test_stage_writes_the_contract_and_registers(tiny_root, staged, server, monkeypatch):
     from lmops.params import validate
     from lmops.prompts.registry import PromptRegistry
-    from lmops.prompts.stage import stage_prompts
+    from lmops.stages.prompts import run as stage_prompts
 
     cfg, metrics = staged
     on_disk = json.loads((tiny_root / "metrics" / "prompts.json").read_text())

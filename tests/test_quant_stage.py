@@ -9,7 +9,6 @@ import sys
 import pytest
 
 from lmops.params import QuantizeParams
-
 from tests.conftest import ROOT, TINY
 
 # Tiny model: hidden 32, head_dim 16, intermediate 64, so groups of 16.
@@ -47,7 +46,7 @@ print(json.dumps(out))
 @pytest.fixture(scope="module")
 def quant_run(tiny_root):
     from lmops.params import validate
-    from lmops.quant.stage import stage_quantize
+    from lmops.stages.quantize import run as stage_quantize
 
     return stage_quantize(validate({**TINY, "quantize": {**TINY_QUANT, "schemes": QuantizeParams().schemes}}), tiny_root)
 

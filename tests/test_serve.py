@@ -6,6 +6,7 @@ import copy
 import shutil
 import threading
 import time
+from datetime import UTC
 from pathlib import Path
 
 import httpx
@@ -88,11 +89,11 @@ def test_every_request_is_logged(server):
 
 
 def test_read_logs_quarantines_a_corrupt_part(tmp_path, caplog):
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from lmops.serve.logstore import write_part
 
-    write_part([{"request_id": "a", "timestamp": datetime.now(timezone.utc), "status": 200}], tmp_path)
+    write_part([{"request_id": "a", "timestamp": datetime.now(UTC), "status": 200}], tmp_path)
     (tmp_path / "part-20000101T000000000000Z-bad-000000.parquet").write_bytes(b"not parquet")
     df = read_logs(tmp_path)
     assert list(df["request_id"]) == ["a"]

@@ -11,8 +11,8 @@ import pytest
 
 from lmops.data.generate import qa_text
 from lmops.params import ServeParams
+from lmops.prompts.optimize import SERVED_PROMPT, ensure_served_prompt
 from lmops.prompts.registry import PromptRegistry
-from lmops.prompts.stage import SERVED_PROMPT, ensure_served_prompt
 from lmops.prompts.templates import load_library
 from lmops.serve.prompt import RegistryPrompt, kb_qa_vars, registry_hook
 from tests.conftest import ROOT

@@ -1,8 +1,6 @@
 import subprocess
 import sys
 
-from tests.conftest import ROOT
-
 
 def test_importing_lmops_does_not_import_prefect():
     code = "import sys, lmops, lmops.params, lmops.stages, lmops.cli; print('prefect' in sys.modules)"
@@ -10,7 +8,7 @@ def test_importing_lmops_does_not_import_prefect():
 
 
 def test_tiny_model_trains_and_scores(tiny_root, tiny_params):
-    from lmops.stages import stage_evaluate
+    from lmops.stages.evaluate import run as stage_evaluate
 
     metrics = stage_evaluate(tiny_params, tiny_root)
     assert metrics["val_perplexity"] < metrics["uniform_perplexity"]

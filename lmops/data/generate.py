@@ -174,6 +174,12 @@ def make_entities(seed: int, count: int, kinds: list[str] = KINDS, incidents: in
     return entities
 
 
+def fresh_entities(seed: int, count: int) -> list[Entity]:
+    """Equipment of kinds the model never saw (the drifted topic): what the traffic simulator asks
+    about and what retraining learns from are this one call, so they always agree."""
+    return make_entities(seed, count, FRESH_KINDS, incidents=2, splits=(0.0, 0.0))
+
+
 def entity_records(rng: random.Random, e: Entity) -> list[dict]:
     """The documents of one entity, each a record {id, entity, kind, split, text}."""
     docs = [("profile", profile_doc(e)), ("procedure", procedure_doc(rng, e))]

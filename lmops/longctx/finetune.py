@@ -12,7 +12,7 @@ import re
 
 from lmops.data import Corpus
 from lmops.data.generate import FILLER, qa_text
-from lmops.model.train import TrainResult, train_lm, training_texts
+from lmops.model.train import TrainConfig, TrainResult, train_lm, training_texts
 
 
 def long_recall_texts(corpus: Corpus, tokenizer, length: int, count: int, seed: int) -> list[str]:
@@ -37,5 +37,6 @@ def pi_finetune(model, tokenizer, corpus: Corpus, *, length: int, steps: int, ba
                 seed: int = 0, threads: int = 2, progress: bool = True) -> TrainResult:
     """Fine-tune the (already RoPE-scaled) `model` in place at `length` tokens for `steps` steps."""
     texts = training_texts(corpus, seed) + long_recall_texts(corpus, tokenizer, length, 4 * steps * batch_size, seed)
-    return train_lm(model, tokenizer, texts, context=length, steps=steps, batch_size=batch_size, lr=lr,
-                    warmup=min(10, steps // 5), seed=seed, threads=threads, progress=progress)
+    return train_lm(model, tokenizer, texts, TrainConfig(context=length, steps=steps, batch_size=batch_size, lr=lr,
+                                                         warmup=min(10, steps // 5), seed=seed, threads=threads,
+                                                         progress=progress, desc="position-interpolation fine-tune"))

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import functools
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from lmops.longctx.chunking import ChunkConfig, chunk_ids
 from lmops.longctx.nbce import NBCEConfig, nbce_generate

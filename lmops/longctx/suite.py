@@ -11,8 +11,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-from lmops.data.generate import (FILLER, FRESH_KINDS, entity_records, make_entities, profile_doc,
-                                 qa_pairs, qa_text, recall_fact)
+from lmops.data.generate import FILLER, entity_records, fresh_entities, profile_doc, qa_pairs, qa_text, recall_fact
 
 
 @dataclass
@@ -73,7 +72,7 @@ def passkey_suite(tokenizer, seed: int, lengths: list[int], depths: list[float],
 
 def fresh_kb(seed: int, entities: int, exclude_names: set[str]) -> tuple[list, list[dict]]:
     """Entities of kinds never trained on, minus any name the corpus has, and their documents."""
-    ents = [e for e in make_entities(seed, entities + len(exclude_names) // 50 + 8, FRESH_KINDS, splits=(0, 0))
+    ents = [e for e in fresh_entities(seed, entities + len(exclude_names) // 50 + 8)
             if e.name not in exclude_names][:entities]
     rng = random.Random(seed + 1)
     docs = [{**d, "split": "fresh", "group": "kb"} for e in ents for d in entity_records(rng, e)]

@@ -2,8 +2,9 @@
 or load any Hugging Face causal-LM directory."""
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING
 
 from lmops.io import InputError
 from lmops.params import ArchParams
@@ -73,3 +74,16 @@ def load_model(path: str | Path, **kwargs) -> tuple["PreTrainedModel", "PreTrain
 
 def count_params(model) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def save_model(model, tokenizer, out: str | Path, stats: dict) -> Path:
+    """Write a Hugging Face directory (weights, tokenizer, `train_stats.json`) atomically to `out`."""
+    from lmops.io import atomic_dir, write_json
+    from lmops.layout import TRAIN_STATS
+
+    out = Path(out)
+    with atomic_dir(out) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        write_json(tmp / TRAIN_STATS, stats)
+    return out

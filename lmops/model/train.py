@@ -10,8 +10,8 @@ from __future__ import annotations
 import math
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from lmops.data import Corpus
 from lmops.data.generate import copy_drill, qa_text
@@ -84,43 +84,59 @@ def lr_at(step: int, steps: int, warmup: int, lr: float, decay: bool = True) -> 
     return lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))  # cosine down to 10%
 
 
-def train_lm(model, tokenizer, texts: list[str], *, context: int, steps: int, batch_size: int, lr: float,
-             warmup: int = 0, weight_decay: float = 0.0, seed: int = 0, threads: int = 2,
-             progress: bool = True, checkpoint: Callable[[int], None] | None = None,
-             checkpoint_every: int = 0, repeat_share: float = 0.0, repeat_span: tuple[int, int] = (4, 48),
-             cosine: bool = True, desc: str = "train") -> TrainResult:
-    """Train `model` in place for `steps` optimizer steps over packed `texts`.
-    A `repeat_share` of the rows are random-span repeats (`repeat_row`); `texts` may then be empty.
-    The LR warms up linearly, then follows a cosine to 10% (or stays flat, `cosine=False`).
-    `checkpoint(step)` is called every `checkpoint_every` steps, so long runs leave usable snapshots."""
+@dataclass(frozen=True)
+class TrainConfig:
+    """One training run's settings. `repeat_share` of the rows are random-span repeats (`repeat_row`);
+    the LR warms up linearly over `warmup` steps, then follows a cosine to 10% (or stays flat,
+    `cosine=False`). `checkpoint(step)` is called every `checkpoint_every` steps."""
+    context: int
+    steps: int
+    batch_size: int
+    lr: float
+    warmup: int = 0
+    weight_decay: float = 0.0
+    seed: int = 0
+    threads: int = 2
+    repeat_share: float = 0.0
+    repeat_span: tuple[int, int] = (4, 48)
+    cosine: bool = True
+    checkpoint_every: int = 0
+    progress: bool = True
+    desc: str = "train"
+
+
+def train_lm(model, tokenizer, texts: list[str], cfg: TrainConfig,
+             checkpoint: Callable[[int], None] | None = None) -> TrainResult:
+    """Train `model` in place for `cfg.steps` optimizer steps over packed `texts` (which may be empty
+    when every row is a repeat row). Long runs leave usable snapshots through `checkpoint`."""
     import torch
     from tqdm.auto import tqdm
 
-    torch.set_num_threads(threads)
-    torch.manual_seed(seed)
-    rng = random.Random(seed)
+    torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    rng = random.Random(cfg.seed)
     eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
     token_lists = [ids + [eos] for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]] if texts else []
-    if not token_lists and repeat_share < 1:
+    if not token_lists and cfg.repeat_share < 1:
         raise ValueError("train_lm needs training texts unless every row is a repeat row (repeat_share=1)")
     decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=lr, betas=(0.9, 0.95))
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.95))
     result, rows, start = TrainResult(), [], time.perf_counter()
     model.train()
-    bar = tqdm(range(steps), desc=desc, disable=not progress, unit="step")
+    bar = tqdm(range(cfg.steps), desc=cfg.desc, disable=not cfg.progress, unit="step")
     for step in bar:
-        n_repeat = sum(rng.random() < repeat_share for _ in range(batch_size)) if repeat_share else 0
-        if len(rows) < batch_size - n_repeat:
-            rows += pack(token_lists, context, pad, rng)
-        picked = [repeat_row(rng, len(tokenizer), context, eos, repeat_span) for _ in range(n_repeat)]
-        picked += rows[:batch_size - n_repeat]
-        rows = rows[batch_size - n_repeat:]
+        n_repeat = sum(rng.random() < cfg.repeat_share for _ in range(cfg.batch_size)) if cfg.repeat_share else 0
+        if len(rows) < cfg.batch_size - n_repeat:
+            rows += pack(token_lists, cfg.context, pad, rng)
+        picked = [repeat_row(rng, len(tokenizer), cfg.context, eos, cfg.repeat_span) for _ in range(n_repeat)]
+        picked += rows[:cfg.batch_size - n_repeat]
+        rows = rows[cfg.batch_size - n_repeat:]
         batch = torch.tensor(picked)  # (B, T)
         labels = batch.masked_fill(batch == pad, -100)
         for group in opt.param_groups:
-            group["lr"] = lr_at(step, steps, warmup, lr, cosine)
+            group["lr"] = lr_at(step, cfg.steps, cfg.warmup, cfg.lr, cfg.cosine)
         loss = model(input_ids=batch, attention_mask=(batch != pad).long(), labels=labels).loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -129,7 +145,7 @@ def train_lm(model, tokenizer, texts: list[str], *, context: int, steps: int, ba
         result.tokens += int((labels != -100).sum())
         result.losses.append((step, round(loss.item(), 4)))
         bar.set_postfix(loss=f"{loss.item():.3f}")
-        if checkpoint and checkpoint_every and (step + 1) % checkpoint_every == 0 and step + 1 < steps:
+        if checkpoint and cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.steps:
             model.eval()
             checkpoint(step + 1)
             model.train()

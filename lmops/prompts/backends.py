@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Callable, Protocol
+from collections.abc import Callable
+from typing import Protocol
 
 from lmops.io import InputError
 from lmops.model.evaluate import first_line

@@ -3,8 +3,8 @@ render through library templates, and scoring (exact match / accuracy, answer lo
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Callable
 
 from lmops.data import Corpus
 from lmops.io import InputError

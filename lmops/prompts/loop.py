@@ -9,8 +9,8 @@ winner. The loop only ever reads the train split (few-shot examples) and the dev
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Callable
 
 from tqdm.auto import tqdm
 

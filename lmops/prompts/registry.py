@@ -46,7 +46,7 @@ class PromptRegistry:
                 return v["version"]
         version = len(entry["versions"]) + 1
         entry["versions"].append({"version": version, "spec": spec, "template": template, "scores": dict(scores),
-                                  "source": source, "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")})
+                                  "source": source, "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")})
         return version
 
     def set_alias(self, name: str, alias: str, version: int) -> None:

@@ -13,7 +13,6 @@ from tqdm.auto import tqdm
 from lmops.prompts.raw import RawPrompt
 from lmops.prompts.templates import Template
 
-
 # ---- quality classifier -------------------------------------------------------------------------
 
 def minilm_path() -> str:

@@ -7,7 +7,7 @@ prototype folds nothing into RMSNorm, which is what makes the smoothing free at 
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn

@@ -64,6 +64,12 @@ def saved_weight_bytes(model_dir: str | Path) -> int:
     return total
 
 
+def variant_meta(scheme, fmt: str, **extra) -> dict:
+    """quant.json of a built scheme: what `load_variant` needs to read it back."""
+    return {"scheme": scheme.name, "format": fmt, "kv": None if scheme.kv is None else vars(scheme.kv),
+            "weights": type(scheme.weights).__name__, **extra}
+
+
 def save_variant(model, tokenizer, out: Path, meta: dict) -> None:
     """Write a variant into the (empty, temporary) directory `out`; `meta` goes to quant.json."""
     import torch

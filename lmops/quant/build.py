@@ -3,9 +3,9 @@ that returns (model, tokenizer, save format). In-place schemes go through `quant
 schemes load through `BitsAndBytesConfig`; QAT and QLoRA fine-tune on the corpus' train split."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from lmops.quant.config import BnbConfig, LoraSpec, QATConfig, QLoRAConfig, Scheme
 
@@ -18,6 +18,30 @@ class BuildContext:
     context: int = 256
     threads: int = 1
     seed: int = 0
+
+
+def _calibration(tokenizer, corpus, qp) -> list:
+    """`calib_sequences` windows of the val split: never the test split the variants are scored on."""
+    import torch
+
+    from lmops.model.evaluate import token_stream
+
+    ids = token_stream(tokenizer, [d["text"] for d in corpus.split(corpus.documents, "val")],
+                       qp.calib_sequences * qp.max_length)
+    return [torch.tensor([ids[i:i + qp.max_length]]) for i in range(0, len(ids), qp.max_length)]
+
+
+def build_context(qp, base: Path, corpus, threads: int):
+    """(BuildContext, tokenizer): what every scheme is built from, with the `quantize` section's
+    calibration windows and the training texts that QAT and LoRA schemes fine-tune on."""
+    from lmops.model.build import load_model
+    from lmops.model.train import training_texts
+    from lmops.quant.build import BuildContext
+
+    _, tokenizer = load_model(base)
+    ctx = BuildContext(base=base, calib=_calibration(tokenizer, corpus, qp), train_texts=training_texts(corpus, qp.seed),
+                       context=qp.max_length, threads=threads, seed=qp.seed)
+    return ctx, tokenizer
 
 
 def _in_place(config, ctx: BuildContext):
@@ -63,10 +87,11 @@ def _lora_model(model, lora: LoraSpec, seed: int):
 
 
 def _fine_tune(model, tokenizer, ctx: BuildContext, steps: int, lr: float, batch_size: int) -> None:
-    from lmops.model.train import train_lm
+    from lmops.model.train import TrainConfig, train_lm
 
-    train_lm(model, tokenizer, ctx.train_texts, context=ctx.context, steps=steps, batch_size=batch_size, lr=lr,
-             warmup=min(5, steps // 4), weight_decay=0.0, seed=ctx.seed, threads=ctx.threads)
+    train_lm(model, tokenizer, ctx.train_texts, TrainConfig(context=ctx.context, steps=steps, batch_size=batch_size,
+                                                            lr=lr, warmup=min(5, steps // 4), seed=ctx.seed,
+                                                            threads=ctx.threads, desc="quantization fine-tune"))
 
 
 def _qat(config: QATConfig, ctx: BuildContext):

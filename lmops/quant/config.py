@@ -5,9 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-
-class QuantError(ValueError):
-    """A bad quantization request (unknown scheme, invalid bit width or group size, nothing to quantize)."""
+from lmops.errors import QuantError  # noqa: F401  (re-exported: configs raise it)
 
 
 def _check_group(group_size: int) -> None:

@@ -2,10 +2,22 @@
 the `quantize` params. Light: importing this pulls in no torch, so params validation can use it."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from lmops.quant.config import (BnbConfig, FloatConfig, Int4WeightConfig, Int8WeightConfig, KVCacheConfig, LoraSpec,
-                                QATConfig, QLoRAConfig, QuantError, Scheme, SmoothQuantConfig)
+from lmops.quant.config import (
+    BnbConfig,
+    FloatConfig,
+    Int4WeightConfig,
+    Int8WeightConfig,
+    KVCacheConfig,
+    LoraSpec,
+    QATConfig,
+    QLoRAConfig,
+    QuantError,
+    Scheme,
+    SmoothQuantConfig,
+)
 
 if TYPE_CHECKING:
     from lmops.params import QuantizeParams

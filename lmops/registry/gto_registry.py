@@ -23,7 +23,7 @@ import shutil
 import subprocess
 import time
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from lmops.io import InputError, atomic_dir
@@ -138,7 +138,7 @@ class Registry:
         lineage.source = lineage.source or str(model_dir)
         if model_dir.resolve().is_relative_to(self.root):  # a pipeline output: DVC's cache has it too
             lineage.dvc_model_hash = dvc_out_hash(self.root, str(model_dir.resolve().relative_to(self.root))) or ""
-        lineage.created_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        lineage.created_at = datetime.now(UTC).isoformat(timespec="seconds")
         if lineage.parent and self.get(name, lineage.parent) is None:
             raise InputError(f"parent version {name}@{lineage.parent} is not registered")
         stored = self.store / name / lineage.model_hash

@@ -2,9 +2,7 @@
 from __future__ import annotations
 
 import random
-from pathlib import Path
 
-from lmops.io import atomic_dir, write_json
 from lmops.params import RetrainParams
 
 # Every linear layer of a LLaMA/Qwen/Mistral block: at this size the MLP carries most of the facts.
@@ -28,20 +26,14 @@ def lora_finetune(model, tokenizer, texts: list[str], p: RetrainParams):
     import torch
     from peft import LoraConfig, get_peft_model
 
-    from lmops.model.train import train_lm
+    from lmops.model.train import TrainConfig, train_lm
 
     torch.manual_seed(p.seed)  # the adapters' initialisation: the same snapshot retrains the same model
     config = LoraConfig(r=p.lora_r, lora_alpha=p.lora_alpha, lora_dropout=0.0, target_modules=TARGETS,
                         task_type="CAUSAL_LM")
     peft_model = get_peft_model(model, config)
-    result = train_lm(peft_model, tokenizer, texts, context=p.context, steps=p.steps, batch_size=p.batch_size,
-                      lr=p.lr, warmup=max(1, p.steps // 10), seed=p.seed, threads=p.threads)
+    result = train_lm(peft_model, tokenizer, texts, TrainConfig(context=p.context, steps=p.steps, batch_size=p.batch_size,
+                                                                lr=p.lr, warmup=max(1, p.steps // 10), seed=p.seed,
+                                                                threads=p.threads, desc="retrain (LoRA)"))
     return peft_model.merge_and_unload(), result
 
-
-def save_model(model, tokenizer, out: Path, stats: dict) -> Path:
-    with atomic_dir(out) as tmp:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        write_json(tmp / "train_stats.json", stats)
-    return out

@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import random
 
-from lmops.data.generate import FRESH_KINDS, entity_records, make_entities, profile_doc, qa_pairs
+from lmops.data.generate import entity_records, fresh_entities, profile_doc, qa_pairs
 from lmops.params import SimulateParams
 
 
 def _entities(sim: SimulateParams):
-    # The same call as lmops.serve.simulate.fresh_pool: the same names and attributes.
-    return make_entities(sim.fresh_seed, sim.fresh_entities, FRESH_KINDS, incidents=2, splits=(0.0, 0.0))
+    return fresh_entities(sim.fresh_seed, sim.fresh_entities)  # what the simulator asks about
 
 
 def fresh_documents(sim: SimulateParams) -> list[dict]:

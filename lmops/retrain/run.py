@@ -2,15 +2,14 @@
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from lmops.io import write_json
+from lmops.layout import CHALLENGER, CORPUS, RETRAIN_RECORDS, RETRAIN_SNAPSHOTS
 from lmops.params import Params
 
 log = logging.getLogger("lmops.retrain")
-SNAPSHOTS = Path("data/retrain")
-CHALLENGER = Path("models/challenger")
 
 
 def snapshot(p: Params, root: Path, window: dict) -> tuple[Path, dict]:
@@ -23,7 +22,7 @@ def snapshot(p: Params, root: Path, window: dict) -> tuple[Path, dict]:
     rp = p.drift.retrain
     texts, provenance = retrain_texts(logs, fresh_documents(p.simulate), fresh_qa(p.simulate), rp.seed,
                                       rp.faq_per_entity, rp.qa_repeats, tuple(rp.document_kinds))
-    out = SNAPSHOTS / f"{datetime.now(timezone.utc):%Y%m%dT%H%M%S}"
+    out = RETRAIN_SNAPSHOTS / f"{datetime.now(UTC):%Y%m%dT%H%M%S}"
     return out, write_snapshot(root / out, texts, provenance, window)
 
 
@@ -59,14 +58,14 @@ def finetune(p: Params, root: Path, champion_dir: Path, dataset: Path) -> dict:
 
     from lmops.data import Corpus
     from lmops.io import read_jsonl
-    from lmops.model.build import load_model
+    from lmops.model.build import load_model, save_model
     from lmops.model.train import training_texts
-    from lmops.retrain.finetune import lora_finetune, mix_replay, save_model
+    from lmops.retrain.finetune import lora_finetune, mix_replay
 
     rp = p.drift.retrain
     torch.set_num_threads(rp.threads)
     new = [r["text"] for r in read_jsonl(root / dataset / "texts.jsonl")]
-    texts = mix_replay(new, training_texts(Corpus.load(root / "data/corpus"), rp.seed), rp.replay_share, rp.seed)
+    texts = mix_replay(new, training_texts(Corpus.load(root / CORPUS), rp.seed), rp.replay_share, rp.seed)
     model, tokenizer = load_model(champion_dir)
     merged, result = lora_finetune(model, tokenizer, texts, rp)
     stats = {"base": str(champion_dir), "dataset": str(dataset), "texts": len(texts), "new_texts": len(new),
@@ -88,15 +87,14 @@ def quantize_model(p: Params, root: Path, model_dir: Path, out: Path) -> Path:
 
     from lmops.data import Corpus
     from lmops.io import atomic_dir
-    from lmops.quant.artifact import save_variant
-    from lmops.quant.build import build_variant
+    from lmops.quant.artifact import save_variant, variant_meta
+    from lmops.quant.build import build_context, build_variant
     from lmops.quant.schemes import build_scheme
-    from lmops.quant.stage import build_context, variant_meta
 
     rp, qp = p.drift.retrain, p.quantize
     scheme = build_scheme(rp.quantize, qp)
     torch.set_num_threads(rp.threads)
-    ctx, _ = build_context(qp, model_dir, Corpus.load(root / "data/corpus"), rp.threads)
+    ctx, _ = build_context(qp, model_dir, Corpus.load(root / CORPUS), rp.threads)
     model, tok, fmt = build_variant(scheme, ctx)
     with atomic_dir(out) as tmp:
         save_variant(model, tok, tmp, variant_meta(scheme, fmt, source=str(model_dir)))
@@ -126,7 +124,7 @@ def evaluate(p: Params, root: Path, model_dir: Path, trained_questions: set[str]
 
     torch.set_num_threads(p.drift.retrain.threads)
     model, tokenizer = load_weights(model_dir)  # as the server will: a quantized variant by its own loader
-    return evaluate_candidate(model, tokenizer, Corpus.load(root / "data/corpus"), fresh_qa(p.simulate),
+    return evaluate_candidate(model, tokenizer, Corpus.load(root / CORPUS), fresh_qa(p.simulate),
                               trained_questions, p.drift.retrain.eval_items)
 
 
@@ -154,6 +152,6 @@ def register_and_gate(p: Params, root: Path, parent_version: str, full_dir: Path
     registry.promote(p.serve.model, served.version, alias, message=f"drift retrain: {decision.reason}")
     record = {"version": served.version, "variant": served.lineage.variant, "full_version": full.version,
               "full_metrics": full_metrics, "alias": alias, "promoted": decision.promote, **decision.as_dict(),
-              "window": window, "dataset": str(dataset), "at": datetime.now(timezone.utc).isoformat()}
-    write_json(root / ".lmops" / "retrain" / f"{served.version}.json", record)
+              "window": window, "dataset": str(dataset), "at": datetime.now(UTC).isoformat()}
+    write_json(root / RETRAIN_RECORDS / f"{served.version}.json", record)
     return record

@@ -11,7 +11,7 @@ import logging
 import threading
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from lmops.io import InputError
@@ -118,7 +118,7 @@ class Server:
             result = await asyncio.wait_for(asyncio.wrap_future(future), self.sp.request_timeout)
         except PromptTooLong as err:
             raise ApiError(400, str(err), "context_length_exceeded", "prompt") from None
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise ApiError(503, f"generation did not finish within {self.sp.request_timeout} s; retry later",
                            "timeout") from None
         except Exception as err:  # a generation bug: a 500 that is still logged like any request
@@ -130,7 +130,7 @@ class Server:
                     user: str | None = None) -> None:
         latency = (time.monotonic() - arrived) * 1000
         self.logs.log({
-            "request_id": request_id, "timestamp": datetime.now(timezone.utc) - _ago(latency), "endpoint": endpoint,
+            "request_id": request_id, "timestamp": datetime.now(UTC) - _ago(latency), "endpoint": endpoint,
             "status": status, "error": error, "model": self.sp.model,
             "model_version": result.model_version if result else self.loaded.version,
             "prompt_version": prompt_version, "prompt": prompt, "rendered_prompt": rendered,

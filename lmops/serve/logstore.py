@@ -33,7 +33,7 @@ import queue
 import threading
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 log = logging.getLogger("lmops.serve.logstore")
@@ -129,7 +129,7 @@ class LogWriter:
         self._thread.start()
 
     def log(self, row: dict) -> None:
-        row.setdefault("timestamp", datetime.now(timezone.utc))
+        row.setdefault("timestamp", datetime.now(UTC))
         try:
             self.queue.put_nowait(row)
         except queue.Full:  # only if the disk stalls for a long time: count it, never block

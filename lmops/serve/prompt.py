@@ -14,11 +14,12 @@ from __future__ import annotations
 import logging
 import re
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from lmops.io import InputError
+from lmops.layout import CORPUS
 
 log = logging.getLogger("lmops.serve")
 NONE = "none"  # the prompt version logged when prompts are used as sent
@@ -134,7 +135,7 @@ def corpus_examples(root: Path, seed: int, max_shots: int) -> Callable[[str, int
         from lmops.data import Corpus
         from lmops.prompts.harness import TASKS, TaskData, examples_from
 
-        data = TaskData(TASKS[task], Corpus.load(root / "data/corpus"), {"train": max(1, max_shots)}, seed)
+        data = TaskData(TASKS[task], Corpus.load(root / CORPUS), {"train": max(1, max_shots)}, seed)
         return examples_from(data.split("train"), max_shots)[:shots]
     return examples
 

@@ -13,8 +13,15 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from lmops.io import InputError
 from lmops.serve.app import ApiError, Server, new_request_id
-from lmops.serve.protocol import (ChatRequest, CompletionRequest, chat_body, chat_prompt, completion_body,
-                                  error_body, usage)
+from lmops.serve.protocol import (
+    ChatRequest,
+    CompletionRequest,
+    chat_body,
+    chat_prompt,
+    completion_body,
+    error_body,
+    usage,
+)
 
 GENERATE = ("/v1/completions", "/v1/chat/completions")
 

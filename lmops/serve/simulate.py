@@ -19,7 +19,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lmops.data.generate import FRESH_KINDS, make_entities, profile_doc, qa_pairs, qa_text
+from lmops.data.generate import fresh_entities, profile_doc, qa_pairs, qa_text
 from lmops.params import SimulateParams
 
 DRIFTS = ("topic", "style", "ood")
@@ -56,7 +56,7 @@ def corpus_pool(corpus) -> Pool:
 
 def fresh_pool(seed: int, count: int) -> Pool:
     """Equipment of kinds the model never saw, with their documents (a new seed: new names too)."""
-    ents = make_entities(seed, count, FRESH_KINDS, incidents=2, splits=(0.0, 0.0))
+    ents = fresh_entities(seed, count)
     qa = [{"doc": profile_doc(e), "question": q} for e in ents for q, _ in qa_pairs(e)]
     incidents = [inc for e in ents for inc in e.incidents]
     return Pool(qa=qa, incidents=incidents, entities=[{"name": e.name} for e in ents])

@@ -16,7 +16,7 @@ from lmops.params import Params
 CODE = Path(__file__).resolve().parent.parent.parent  # where flows/ and deployments/ live
 
 
-def stage_drift(p: Params, root: Path) -> dict:
+def run(p: Params, root: Path) -> dict:
     if not (root / "models/base/config.json").exists():
         raise InputError(f"{root / 'models/base'} is missing: the drift scenario serves the trained base model")
     env = {**os.environ, "PYTHONPATH": str(CODE) + os.pathsep + os.environ.get("PYTHONPATH", ""),

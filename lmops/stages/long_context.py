@@ -7,16 +7,20 @@ import hashlib
 import logging
 from pathlib import Path
 
-from lmops.io import write_json, write_text
+from lmops.io import write_csv, write_json, write_text
+from lmops.layout import (
+    BASE_MODEL,
+    CORPUS,
+    LONGCTX_INDEX,
+    LONGCTX_METRICS,
+    LONGCTX_PASSKEY_CSV,
+    LONGCTX_PLOTS,
+    LONGCTX_PPL_CSV,
+    LONGCTX_REPORT,
+)
 from lmops.params import LongContextParams, Params, ParamsError
 
 log = logging.getLogger(__name__)
-INDEX_DIR = Path("data/long_context_index")
-METRICS = Path("metrics/long_context.json")
-REPORT = Path("reports/long_context.md")
-PLOTS = Path("plots/long_context")  # heatmap + perplexity PNGs (DVC image plots, Prefect artifacts)
-PASSKEY_CSV = Path("plots/long_context_passkey.csv")
-PPL_CSV = Path("plots/long_context_ppl.csv")
 
 
 def chunk_config(lp: LongContextParams, trained: int):
@@ -75,9 +79,9 @@ def build_suite(lp: LongContextParams, tok, corpus, trained: int, root: Path) ->
     ents, kb_docs = fresh_kb(lp.seed, lp.kb_entities, {e["name"] for e in corpus.entities})
     kb = kb_suite(tok, lp.seed, ents, kb_docs, lp.kb_questions, lp.kb_multiple * trained, lp.max_new_tokens)
     tag = f"s{lp.seed}_c{chunks.size}_{chunks.overlap}"
-    kb_index = open_or_create(root / INDEX_DIR, f"kb_{tag}")
+    kb_index = open_or_create(root / LONGCTX_INDEX, f"kb_{tag}")
     kb_index.add_documents(kb_docs, tok, chunks, progress=True)
-    pk_index = open_or_create(root / INDEX_DIR, f"passkey_{tag}")
+    pk_index = open_or_create(root / LONGCTX_INDEX, f"passkey_{tag}")
     for it in passkey:  # each haystack is its own group, so a search never sees another item's needle
         it.id = f"{it.id}-{_digest(it.context)}"
     pk_index.add_documents([{"id": it.id, "text": it.context, "group": it.id} for it in passkey], tok, chunks,
@@ -86,7 +90,7 @@ def build_suite(lp: LongContextParams, tok, corpus, trained: int, root: Path) ->
             "chunks": chunks, "lengths": lengths}
 
 
-def stage_long_context(p: Params, root: Path) -> dict:
+def run(p: Params, root: Path) -> dict:
     import torch
 
     from lmops.data import Corpus
@@ -96,7 +100,6 @@ def stage_long_context(p: Params, root: Path) -> dict:
     from lmops.longctx.nbce import NBCEConfig
     from lmops.model.build import load_model
     from lmops.model.evaluate import token_stream
-    from lmops.stages import BASE_MODEL, CORPUS
 
     lp = p.long_context
     torch.set_num_threads(lp.threads)
@@ -130,16 +133,16 @@ def stage_long_context(p: Params, root: Path) -> dict:
     ppl_models = {"truncation": (model, trained), "no_scaling": (model, None), **{k: (m, None) for k, m in scaled.items()}}
     ppl = {k: ev.ppl_by_position([ev.token_nll(m, s, w) for s in seqs], trained) for k, (m, w) in ppl_models.items()}
 
-    write_json(root / METRICS, metrics)
-    report.write_csv(root / PASSKEY_CSV, ["method", "length", "depth", "accuracy"],
+    write_json(root / LONGCTX_METRICS, metrics)
+    write_csv(root / LONGCTX_PASSKEY_CSV, ["method", "length", "depth", "accuracy"],
                      [[m, L, d, round(a, 4)] for m, g in grids.items() for (L, d), a in g.items()])
-    report.write_csv(root / PPL_CSV, ["method", "position", "perplexity"],
+    write_csv(root / LONGCTX_PPL_CSV, ["method", "position", "perplexity"],
                      [[m, (i + 1) * trained, v] for m, vals in ppl.items() for i, v in enumerate(vals)])
-    report.heatmaps(grids, root / PLOTS / "passkey_heatmaps.png", trained)
-    report.ppl_plot(ppl, trained, root / PLOTS / "ppl_by_position.png")
+    report.heatmaps(grids, root / LONGCTX_PLOTS / "passkey_heatmaps.png", trained)
+    report.ppl_plot(ppl, trained, root / LONGCTX_PLOTS / "ppl_by_position.png")
     notes += [f"passkey: {len(passkey)} items ({lp.passkey_items} per length x depth cell); KB-QA: {len(kb)} "
               f"questions on {len(ents)} fresh entities, {lp.kb_multiple * trained}-token contexts for full-context "
               f"methods; retrieval: top-{lp.retrieval.top_k} {lp.retrieval.mode} over {chunks.size}-token chunks "
               f"(overlap {chunks.overlap}); NBCE beta {lp.nbce.beta}"]
-    write_text(root / REPORT, report.markdown(metrics, {"passkey": pk_ms, "kb_qa": kb_ms}, ppl, trained, notes))
+    write_text(root / LONGCTX_REPORT, report.markdown(metrics, {"passkey": pk_ms, "kb_qa": kb_ms}, ppl, trained, notes))
     return metrics

@@ -1,22 +1,13 @@
-"""The `prompts` stage: run both optimizers on the base model, register the loop's winner, and
-write `metrics/prompts.json` (the contract keys only), the trajectory plot and a markdown report."""
+"""Both prompt optimizers end to end on one backend: the self-refining loop (search on train/dev, one
+test report, registry update) and the route-then-refine router, plus their report and plot. The
+`prompts` stage (`lmops.stages.prompts`) wires them to params and files."""
 from __future__ import annotations
 
-import csv
-import io
 import random
 from pathlib import Path
 
-from lmops.io import InputError, write_json, write_text
-from lmops.params import Params, PromptsParams
-
-METRICS = Path("metrics/prompts.json")
-TRAJECTORY = Path("plots/prompts_trajectory.csv")
-REPORT = Path("reports/prompts.md")
-
-
-def _path(root: Path, p: str) -> Path:
-    return Path(p) if Path(p).is_absolute() else root / p
+from lmops.io import InputError, pyplot, save_figure, write_csv
+from lmops.params import PromptsParams
 
 
 def run_loop(pp: PromptsParams, backend, corpus, library, registry, progress: bool = True) -> dict:
@@ -84,8 +75,17 @@ def run_router(pp: PromptsParams, model, tokenizer, backend, corpus, library, pr
     from lmops.prompts.backends import HFBackend
     from lmops.prompts.harness import TASKS, Item, PromptSpec, TaskData, render
     from lmops.prompts.raw import EFFECTIVE_VARS, raw_prompts
-    from lmops.prompts.router import (QualityClassifier, RefinerConfig, embed, load_encoder, pick_threshold, refine,
-                                      roc_auc, routed, train_refiner)
+    from lmops.prompts.router import (
+        QualityClassifier,
+        RefinerConfig,
+        embed,
+        load_encoder,
+        pick_threshold,
+        refine,
+        roc_auc,
+        routed,
+        train_refiner,
+    )
 
     rp, task = pp.router, TASKS[pp.router.task]
     if library[rp.format].task != task.name:
@@ -126,49 +126,11 @@ def run_router(pp: PromptsParams, model, tokenizer, backend, corpus, library, pr
             "train_positive_share": round(sum(direct["train"]) / len(direct["train"]), 4)}
 
 
-def stage_prompts(p: Params, root: Path) -> dict:
-    import torch
-
-    from lmops.data import Corpus
-    from lmops.model.build import load_model
-    from lmops.prompts.backends import make_backend
-    from lmops.prompts.registry import PromptRegistry
-    from lmops.prompts.templates import load_library
-    from lmops.stages import CORPUS
-
-    pp = p.prompts
-    torch.set_num_threads(pp.threads)
-    library = load_library(_path(root, pp.templates))  # bad templates fail before any model work
-    model, tokenizer = load_model(_path(root, pp.model))
-    backend = make_backend(pp.backend, (model, tokenizer))
-    corpus = Corpus.load(root / CORPUS)
-    registry = PromptRegistry.open(_path(root, pp.registry))
-    ensure_served_prompt(registry, library)  # saved with the loop's update below
-    loop = run_loop(pp, backend, corpus, library, registry)
-    router = run_router(pp, model, tokenizer, backend, corpus, library)
-    res = loop["result"]
-    metrics = {"loop": {"seed_test": loop["seed_test"].score, "best_test": loop["best_test"].score,
-                        "best_dev": res.best_dev, "rounds": res.rounds, "candidates_scored": res.candidates_scored},
-               "router": {k: router[k] for k in ("direct_test", "always_refine_test", "routed_test",
-                                                 "classifier_auc", "routed_share")}}
-    write_json(root / METRICS, metrics)
-    write_trajectory(res.trajectory, root / TRAJECTORY)
-    write_text(root / REPORT, markdown_report(pp, loop, router, registry))
-    return metrics
-
-
 def write_trajectory(rows: list[dict], path: Path) -> None:
     """Dev score per round as CSV (a DVC plot) and PNG (for people and the Prefect artifact)."""
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=["round", "best_dev", "round_best_dev", "candidates"])
-    writer.writeheader()
-    writer.writerows(rows)
-    write_text(path, buf.getvalue())
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    fields = ["round", "best_dev", "round_best_dev", "candidates"]
+    write_csv(path, fields, [[r[f] for f in fields] for r in rows])
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.5))
     ax.plot([r["round"] for r in rows], [r["best_dev"] for r in rows], marker="o", label="best so far")
     ax.plot([r["round"] for r in rows], [r["round_best_dev"] for r in rows], marker="x", ls="--", label="round best")
@@ -176,10 +138,7 @@ def write_trajectory(rows: list[dict], path: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    tmp.replace(path.with_suffix(".png"))
+    save_figure(fig, path.with_suffix(".png"))
 
 
 def markdown_report(pp: PromptsParams, loop: dict, router: dict, registry) -> str:

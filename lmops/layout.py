@@ -1,0 +1,54 @@
+"""Every project path, in one place: stages, tasks, flows and the CLI import them from here, and
+`tests/test_layout.py` checks `dvc.yaml` against them. Paths are relative to the project root."""
+from __future__ import annotations
+
+from pathlib import Path
+
+# Inputs and DVC-tracked outputs
+CORPUS = Path("data/corpus")
+PRETRAINED = Path("models/pretrained")
+BASE_MODEL = Path("models/base")
+QUANT_DIR = Path("models/quantized")
+LONGCTX_INDEX = Path("data/long_context_index")
+PROMPTS_DIR = Path("prompts")
+PROMPT_REGISTRY = Path("prompt_registry/registry.json")
+TRAIN_STATS = "train_stats.json"  # inside a model directory
+
+# Metrics, plots and reports (DVC metrics and plots, never cached)
+METRICS_DIR = Path("metrics")
+PLOTS_DIR = Path("plots")
+REPORTS_DIR = Path("reports")
+
+
+def metrics(stage: str) -> Path:
+    """The metrics file of a stage: metrics/<name>.json."""
+    return METRICS_DIR / f"{stage}.json"
+
+
+BASE_METRICS = metrics("base")
+PROMPTS_METRICS = metrics("prompts")
+QUANT_METRICS = metrics("quantization")
+LONGCTX_METRICS = metrics("long_context")
+DRIFT_METRICS = metrics("drift")
+
+TRAIN_LOSS = PLOTS_DIR / "train_loss"  # .csv (DVC plot) and .png
+PRETRAIN_LOSS = PLOTS_DIR / "pretrain_loss"
+PROMPTS_TRAJECTORY = PLOTS_DIR / "prompts_trajectory.csv"
+PROMPTS_REPORT = REPORTS_DIR / "prompts.md"
+QUANT_CSV = PLOTS_DIR / "quantization.csv"
+QUANT_PNG = PLOTS_DIR / "quantization_frontier.png"
+QUANT_TABLE = PLOTS_DIR / "quantization.md"
+LONGCTX_REPORT = REPORTS_DIR / "long_context.md"
+LONGCTX_PLOTS = PLOTS_DIR / "long_context"  # heatmap + perplexity PNGs
+LONGCTX_PASSKEY_CSV = PLOTS_DIR / "long_context_passkey.csv"
+LONGCTX_PPL_CSV = PLOTS_DIR / "long_context_ppl.csv"
+
+# Operational state: git-ignored, never a DVC output (live serving, monitoring, retraining)
+STATE = Path(".lmops")
+REGISTRY_STORE = STATE / "registry"
+MONITOR_STATE = STATE / "monitor"
+RETRAIN_RECORDS = STATE / "retrain"
+SCENARIO_SANDBOX = STATE / "drift-scenario"
+PRODUCTION_LOGS = Path("logs/production")
+RETRAIN_SNAPSHOTS = Path("data/retrain")
+CHALLENGER = Path("models/challenger")

@@ -1,0 +1,50 @@
+"""Batched greedy generation with left padding: the one helper that evaluation, long context and the
+prompt harness decode through. Decoder-only models continue from the right edge, so every row of a
+batch is padded on the left and masked."""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+
+def first_line(text: str) -> str:
+    return text.split("\n", 1)[0].strip()
+
+
+def left_pad(rows: list[list[int]], pad_id: int):
+    """(ids, mask), both (B, T) long tensors, for token rows of different lengths."""
+    import torch
+
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, width - len(r):] = torch.tensor(r, dtype=torch.long)
+        mask[i, width - len(r):] = 1
+    return ids, mask
+
+
+def generate_rows(model, tokenizer, rows: list[list[int]], max_new_tokens: int, batch_size: int = 16,
+                  cut: Callable[[str], str] | None = first_line, progress: bool = False, desc: str = "generate",
+                  **generate_kwargs) -> list[str]:
+    """Greedy (or, with `do_sample=True` in `generate_kwargs`, sampled) continuation of each token row,
+    decoded and passed through `cut` (default: the first line)."""
+    import torch
+    from tqdm.auto import tqdm
+
+    kwargs = {"do_sample": False, **generate_kwargs}
+    out: list[str] = []
+    for i in tqdm(range(0, len(rows), batch_size), desc=desc, disable=not progress, leave=False):
+        ids, mask = left_pad(rows[i:i + batch_size], tokenizer.pad_token_id)
+        with torch.no_grad():
+            gen = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
+                                 pad_token_id=tokenizer.pad_token_id, **kwargs)
+        texts = tokenizer.batch_decode(gen[:, ids.shape[1]:], skip_special_tokens=True)
+        out += [cut(t) if cut else t for t in texts]
+    return out
+
+
+def generate_texts(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int = 16,
+                   **kwargs) -> list[str]:
+    """`generate_rows` on prompts given as text (tokenized without special tokens)."""
+    rows = tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
+    return generate_rows(model, tokenizer, rows, max_new_tokens, batch_size, **kwargs)

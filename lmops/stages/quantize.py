@@ -1,0 +1,57 @@
+"""`lmops stage quantize`: build, save, reload and evaluate every scheme of the grid, then write
+`metrics/quantization.json`, the markdown table and the memory-vs-perplexity frontier."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from lmops.io import atomic_dir, write_csv, write_json, write_text
+from lmops.layout import CORPUS, QUANT_CSV, QUANT_DIR, QUANT_METRICS, QUANT_PNG, QUANT_TABLE
+from lmops.params import Params
+
+
+def run_grid(p: Params, root: Path, progress: bool = True) -> dict:
+    import torch
+    from tqdm.auto import tqdm
+
+    from lmops.data import Corpus
+    from lmops.model.build import check_model_dir
+    from lmops.quant.artifact import save_variant, variant_meta
+    from lmops.quant.build import build_context, build_variant
+    from lmops.quant.evaluate import decode_speeds, eval_data, evaluate_variant
+    from lmops.quant.schemes import build_scheme
+
+    qp = p.quantize
+    torch.set_num_threads(qp.threads)
+    schemes = [build_scheme(name, qp) for name in qp.schemes]
+    base = check_model_dir(Path(qp.base) if Path(qp.base).is_absolute() else root / qp.base)
+    corpus = Corpus.load(root / CORPUS)
+    ctx, tokenizer = build_context(qp, base, corpus, qp.threads)
+    data = eval_data(corpus, tokenizer, qp)
+    results: dict[str, dict] = {}
+    with atomic_dir(root / QUANT_DIR) as tmp:
+        for scheme in tqdm(schemes, desc="quantize", disable=not progress, unit="scheme"):
+            start = time.perf_counter()
+            model, tok, fmt = build_variant(scheme, ctx)
+            seconds = time.perf_counter() - start
+            save_variant(model, tok, tmp / scheme.name, variant_meta(scheme, fmt))
+            del model
+            results[scheme.name] = evaluate_variant(tmp / scheme.name, data, qp, seconds)
+            torch.set_num_threads(qp.threads)  # fine-tunes may have changed it
+        speeds = decode_speeds({name: tmp / name for name in results}, data.decode_prompt, qp.decode_tokens,
+                               qp.decode_repeats)
+    for name, tps in speeds.items():
+        results[name]["tokens_per_s"] = tps
+    return {"baseline": qp.baseline, "context_tokens": qp.context_tokens, "schemes": results}
+
+
+def run(p: Params, root: Path) -> dict:
+    from lmops.quant.report import frontier_plot, markdown_table, plot_rows
+
+    metrics = run_grid(p, root)
+    write_json(root / QUANT_METRICS, metrics)
+    write_text(root / QUANT_TABLE, markdown_table(metrics))
+    write_csv(root / QUANT_CSV, ["scheme", "total_kib", "perplexity"],
+              [[r["scheme"], r["total_kib"], r["perplexity"]] for r in plot_rows(metrics)])
+    frontier_plot(metrics, root / QUANT_PNG)
+    return metrics
