@@ -65,7 +65,36 @@ def cmd_prompts(args) -> None:
     run_prompts_command(args, params_of(args), Path(args.root))
 
 
-def build_parser() -> argparse.ArgumentParser:
+GLOBAL_VALUE_OPTIONS = ("--root", "--params", "--log-level")
+
+
+def _command_of(argv: list[str]) -> str | None:
+    """The subcommand named in `argv` (the first token that is no global option or its value)."""
+    skip = False
+    for tok in argv:
+        if skip:
+            skip = False
+        elif tok in GLOBAL_VALUE_OPTIONS:
+            skip = True
+        elif not tok.startswith("-"):
+            return tok
+    return None
+
+
+def _add_orchestration_commands(sub, argv: list[str] | None) -> None:
+    """Commands of the `lmops.commands` entry points (flows/cli.py). Their module is loaded only when
+    one of them runs or the full help is asked for, so core commands never import the orchestration
+    layer; otherwise each gets a placeholder parser."""
+    wanted = _command_of(sys.argv[1:] if argv is None else argv)
+    core = set(sub.choices)
+    for ep in sorted(entry_points(group=COMMANDS_GROUP), key=lambda e: e.name):
+        if wanted is None or wanted == ep.name:
+            ep.load()(sub)
+        elif wanted not in core:  # an unknown command: list every name in argparse's error
+            sub.add_parser(ep.name, help=f"(see `lmops {ep.name} --help`)")
+
+
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     from lmops.stages import STAGES  # names only: no stage module is imported here
 
     parser = argparse.ArgumentParser(prog="lmops", description="LMOps pipeline: data, training, quantization, "
@@ -99,8 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     from lmops.prompts.cli import add_prompts_parser
 
     add_prompts_parser(sub, cmd_prompts)
-    for ep in sorted(entry_points(group=COMMANDS_GROUP), key=lambda e: e.name):
-        ep.load()(sub)  # the orchestration layer's commands (flows/cli.py)
+    _add_orchestration_commands(sub, argv)
     return parser
 
 
@@ -110,7 +138,7 @@ def configure_logging(level: str = "INFO") -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser(argv).parse_args(argv)
     configure_logging(args.log_level)
     try:
         args.func(args)

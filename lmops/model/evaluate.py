@@ -5,6 +5,8 @@ import math
 
 from lmops.data import Corpus
 from lmops.data.generate import qa_text
+from lmops.model.generate import first_line  # noqa: F401  (re-exported)
+from lmops.model.generate import generate_texts as generate_answers  # noqa: F401  (the name callers use)
 
 
 def token_stream(tokenizer, texts: list[str], max_tokens: int) -> list[int]:
@@ -41,28 +43,6 @@ def perplexity(model, ids: list[int], max_length: int, stride: int | None = None
             if end == len(ids):
                 break
     return math.exp(nll / max(1, count))
-
-
-def first_line(text: str) -> str:
-    return text.split("\n", 1)[0].strip()
-
-
-def generate_answers(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int = 16,
-                     progress: bool = False, desc: str = "generate", **generate_kwargs) -> list[str]:
-    """Greedy continuation of each prompt, cut at the first newline."""
-    import torch
-    from tqdm.auto import tqdm
-
-    tokenizer.padding_side = "left"  # decoder-only models continue from the right edge
-    answers = []
-    for i in tqdm(range(0, len(prompts), batch_size), desc=desc, disable=not progress, leave=False):
-        batch = tokenizer(prompts[i:i + batch_size], return_tensors="pt", padding=True, add_special_tokens=False)
-        with torch.no_grad():
-            out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
-                                 pad_token_id=tokenizer.pad_token_id, **generate_kwargs)
-        texts = tokenizer.batch_decode(out[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
-        answers += [first_line(t) for t in texts]
-    return answers
 
 
 def exact_match(predictions: list[str], answers: list[str]) -> float:

@@ -32,6 +32,8 @@ def generate_rows(model, tokenizer, rows: list[list[int]], max_new_tokens: int, 
     from tqdm.auto import tqdm
 
     kwargs = {"do_sample": False, **generate_kwargs}
+    if "stop_strings" in kwargs:
+        kwargs["tokenizer"] = tokenizer  # transformers matches stop strings through the tokenizer
     out: list[str] = []
     for i in tqdm(range(0, len(rows), batch_size), desc=desc, disable=not progress, leave=False):
         ids, mask = left_pad(rows[i:i + batch_size], tokenizer.pad_token_id)

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from lmops.io import InputError
-from lmops.model.evaluate import first_line
+from lmops.model.generate import first_line, generate_rows
 
 URL_ENV, MODEL_ENV, KEY_ENV = "LMOPS_OPENAI_URL", "LMOPS_OPENAI_MODEL", "LMOPS_OPENAI_API_KEY"
 
@@ -44,19 +44,11 @@ class HFBackend:
         import torch
 
         torch.manual_seed(seed)
-        pad, out_texts = self.tokenizer.pad_token_id, []
-        for i in range(0, len(prompts), self.batch_size):
-            rows = [self._ids(p, max_new_tokens) for p in prompts[i:i + self.batch_size]]
-            width = max(len(r) for r in rows)
-            ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows])  # (B, T), left-padded
-            mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
-            sampling = {"do_sample": True, "temperature": temperature, "top_k": 0} if temperature > 0 else {"do_sample": False}
-            with torch.no_grad():
-                # Answers end at a newline: stopping there saves most of the decoding steps.
-                out = self.model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
-                                          pad_token_id=pad, stop_strings=["\n"], tokenizer=self.tokenizer, **sampling)
-            out_texts += [first_line(t) for t in self.tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)]
-        return out_texts
+        rows = [self._ids(p, max_new_tokens) for p in prompts]
+        sampling = {"do_sample": True, "temperature": temperature, "top_k": 0} if temperature > 0 else {}
+        # Answers end at a newline: stopping there saves most of the decoding steps.
+        return generate_rows(self.model, self.tokenizer, rows, max_new_tokens, self.batch_size,
+                             stop_strings=["\n"], **sampling)
 
     def loglik(self, prompts, continuations):
         import torch

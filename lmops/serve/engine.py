@@ -2,7 +2,7 @@
 
 On a CPU, two generations at once only fight over the same cores, so one worker thread takes
 requests from a queue and generates up to `max_batch` of them together (left-padded, like
-`lmops.model.evaluate.generate_answers`). The worker reads the current `Loaded` model once per
+`lmops.model.generate.generate_texts`). The worker reads the current `Loaded` model once per
 batch; a swap replaces that reference after the new model is fully loaded, so a request in flight
 finishes on the model it started with and no request ever sees a half-loaded one.
 """
