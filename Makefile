@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test repro clean ui-deps
+.PHONY: install run test lint repro clean ui-deps
 
 $(STAMP): pyproject.toml requirements.lock
 	python3 -m venv $(VENV)
@@ -17,6 +17,9 @@ install: $(STAMP)
 
 run: install
 	PATH=$(abspath $(VENV))/bin:$$PATH $(VENV)/bin/lmops run
+
+lint: install
+	$(VENV)/bin/ruff check .
 
 test: install
 	PATH=$(abspath $(VENV))/bin:$$PATH $(PY) -m pytest -q tests

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from lmops.errors import LmopsError
 
-class ChunkingError(ValueError):
+
+class ChunkingError(LmopsError, ValueError):
     """Chunk settings that cannot work (a chunk longer than the context, or overlap >= chunk size)."""
 
 

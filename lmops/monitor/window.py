@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from lmops.errors import LmopsError
 from lmops.io import read_json, write_json
 from lmops.monitor.logs import Window, read_window
 
@@ -18,7 +19,7 @@ REFERENCE = "reference_features.parquet"
 REFERENCE_META = "reference.json"  # whose traffic the reference is: {"model_version", "start", "end", "reason"}
 
 
-class TooFewRows(Exception):
+class TooFewRows(LmopsError):
     """A window too small to judge: quarantined (recorded, not scored)."""
 
 

@@ -14,7 +14,7 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
-from lmops.io import InputError
+from lmops.errors import InputError, LmopsError
 from lmops.params import ServeParams
 from lmops.serve.engine import UNREGISTERED, Engine, Loaded, PromptTooLong, load, load_prompt_hook
 from lmops.serve.logstore import LogWriter
@@ -23,7 +23,7 @@ from lmops.serve.metrics import ServeMetrics
 log = logging.getLogger("lmops.serve")
 
 
-class ApiError(Exception):
+class ApiError(LmopsError):
     def __init__(self, status: int, message: str, code: str, param: str | None = None):
         super().__init__(message)
         self.status, self.message, self.code, self.param = status, message, code, param

@@ -17,6 +17,8 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lmops.errors import LmopsError
+
 log = logging.getLogger("lmops.serve")
 
 # Production prompt hook: raw prompt -> (text the model sees, prompt version).
@@ -102,7 +104,7 @@ class Job:
     future: Future = field(default_factory=Future)
 
 
-class PromptTooLong(ValueError):
+class PromptTooLong(LmopsError, ValueError):
     """The prompt plus the requested completion does not fit the model's context."""
 
 

@@ -1,0 +1,38 @@
+"""Every error lmops raises on purpose derives from LmopsError, and the CLI prints it as one line."""
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+
+from tests.conftest import ROOT
+
+
+def test_every_exception_class_derives_from_lmops_error():
+    import importlib
+
+    from lmops.errors import LmopsError
+
+    classes = []
+    for path in sorted((ROOT / "lmops").rglob("*.py")):
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, ast.ClassDef) and not node.name.startswith("_") and node.name != "LmopsError":
+                rel = path.relative_to(ROOT).with_suffix("")
+                module = ".".join(rel.parts[:-1] if rel.name == "__init__" else rel.parts)
+                classes.append((module, node.name))
+    errors = []
+    for module, name in classes:
+        cls = getattr(importlib.import_module(module), name)
+        if isinstance(cls, type) and issubclass(cls, BaseException) and not issubclass(cls, LmopsError):
+            errors.append(f"{module}.{name}")
+    assert not errors, f"exception classes outside LmopsError: {errors}"
+
+
+def test_cli_turns_an_lmops_error_into_one_line(tmp_path):
+    (tmp_path / "params.yaml").write_text("train:\n  base: /nonexistent/model\n")
+    out = subprocess.run([sys.executable, "-m", "lmops.cli", "--root", str(tmp_path), "stage", "evaluate"],
+                         capture_output=True, text=True)
+    assert out.returncode == 2
+    assert "Traceback" not in out.stderr
+    lines = [line for line in out.stderr.splitlines() if line.startswith("lmops: error:")]
+    assert len(lines) == 1, out.stderr[-2000:]
