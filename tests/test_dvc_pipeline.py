@@ -4,6 +4,8 @@ import re
 
 import yaml
 
+from lmops.stages import STAGES
+from tests.imports import lmops_closure
 from tests.project import dvc, make_project, sh
 
 
@@ -20,6 +22,7 @@ def test_repro_then_noop_then_param_change(tmp_path):
     assert base["val_perplexity"] < base["uniform_perplexity"]
 
     assert ran_stages(dvc(["repro"], project)) == set()  # nothing changed, nothing runs
+    assert_touching_code_dirties_its_stage(project, all_stages)
 
     params = yaml.safe_load((project / "params.yaml").read_text())
     params["evaluate"]["max_items"] = 5
@@ -32,3 +35,31 @@ def test_repro_then_noop_then_param_change(tmp_path):
     assert "Ran experiment" in dvc(["exp", "run", "-S", "evaluate.max_items=3"], project)
     shown = dvc(["exp", "show", "--no-pager", "--csv"], project)
     assert "val_perplexity" in shown and "evaluate.max_items" in shown
+
+
+def changed_stages(project) -> set[str]:
+    status = json.loads(dvc(["status", "--json"], project) or "{}")
+    return {name.split(":")[-1] for name in status}
+
+
+def assert_touching_code_dirties_its_stage(project, stages: set[str]) -> None:
+    """For each stage, one lmops file that it imports and no other stage's module: appending a comment
+    makes `dvc status` list that stage (its deps cover the code it runs); the file is then restored."""
+    for stage in sorted(stages):
+        path = project / "lmops" / "stages" / f"{STAGES[stage]}.py"
+        assert str(path.relative_to(project)) in {str(f) for f in lmops_closure(f"lmops.stages.{STAGES[stage]}", project)}
+        original = path.read_bytes()
+        path.write_bytes(original + b"\n# touched\n")
+        try:
+            assert stage in changed_stages(project), f"touching {path.name} did not dirty stage {stage}"
+        finally:
+            path.write_bytes(original)
+    shared = project / "lmops" / "model" / "build.py"  # imported by every stage that loads a model
+    original = shared.read_bytes()
+    shared.write_bytes(original + b"\n# touched\n")
+    try:
+        users = {s for s in stages if "lmops/model/build.py" in {str(f) for f in lmops_closure(f"lmops.stages.{STAGES[s]}", project)}}
+        assert users and users <= changed_stages(project), (users, changed_stages(project))
+    finally:
+        shared.write_bytes(original)
+    assert changed_stages(project) == set()
