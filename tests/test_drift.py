@@ -217,6 +217,8 @@ def test_one_registration_adds_a_descriptor_to_the_features_and_the_report(respo
     longer = run_report(reference, feature_frame(logs(202, 2, 12)), MonitorParams())
     assert longer.scores["response_chars"] > 0.3 and "response_chars" in longer.failed  # quality: critical
     assert longer.drift_detected and "response_length" in longer.warnings  # the built-in text score: a warning
+    older = run_report(reference.drop(columns="response_chars"), feature_frame(logs(202, 2, 12)), MonitorParams())
+    assert "response_chars" not in older.scores and "embedding" in older.scores  # a reference from before it
 
 
 def _traffic(n: int, seed: int, shift: float = 0.0, names: tuple[str, ...] = ()) -> pd.DataFrame:

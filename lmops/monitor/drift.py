@@ -1,13 +1,16 @@
 """One Evidently `Report` per window: reference vs current, with tests from the `drift.monitor` params.
 
 Every registered drift descriptor (`lmops.monitor.descriptor`, built-ins in `lmops/monitor/descriptors/`)
-whose columns the current frame has becomes one metric of the report, named by its score and carrying
+whose columns both frames have becomes one metric of the report, named by its score and carrying
 `lt(thresholds[kind])`: every score is "higher = more drift". Kinds listed in `warn_only` fail as
-Evidently warnings, the others as failed (critical) tests: drift.
+Evidently warnings, the others as failed (critical) tests: drift. (A reference saved before a
+descriptor was registered lacks its columns: that score is left out, with a warning, until the next
+reference.)
 """
 from __future__ import annotations
 
 import contextlib
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,6 +19,8 @@ import pandas as pd
 from lmops.io import write_text
 from lmops.monitor.descriptor import TEXT_COLUMNS, Descriptor, descriptors
 from lmops.params import MonitorParams
+
+log = logging.getLogger("lmops.monitor")
 
 
 @dataclass
@@ -70,7 +75,14 @@ def run_report(reference: pd.DataFrame, current: pd.DataFrame, p: MonitorParams)
     """Compare two feature frames (`features.feature_frame`); scores, failed tests and the HTML."""
     from evidently import Report
 
-    scored = [d for d in descriptors() if d.present(list(current.columns))]
+    scored = []
+    for d in descriptors():
+        if d.present(list(current.columns)):
+            if d.present(list(reference.columns)):
+                scored.append(d)
+            else:  # a reference saved before the descriptor existed: scored once a new reference is taken
+                log.warning("drift score %r left out: the reference features lack its columns (re-baseline to add "
+                            "it: delete the monitor's state directory)", d.name)
     for d in scored:
         if d.prepare is not None:
             reference, current = d.prepare(reference, current)
