@@ -25,25 +25,24 @@ def judge_windows(root: Path, windows: int, size: int, shift: float) -> dict:
     import torch
 
     from lmops.data import Corpus
+    from lmops.layout import CORPUS
     from lmops.monitor.drift import run_report
-    from lmops.monitor.features import feature_frame
+    from lmops.monitor.features import window_features
     from lmops.monitor.offline import offline_rows
-    from lmops.monitor.vocab import corpus_vocab, domain_vocab
     from lmops.params import load_params
     from lmops.serve.engine import load
 
     torch.set_num_threads(2)
     p = load_params(root / "params.yaml")
-    corpus = Corpus.load(root / "data/corpus")
+    corpus = Corpus.load(root / CORPUS)
     loaded = load(root / "models/base", p.serve.model, "base")
-    vocab = corpus_vocab(str(root / "data/corpus"))
     t0 = datetime.now(UTC)
     clean = p.simulate.model_copy(update={"seed": p.drift.scenario.seed})
     shifted = clean.model_copy(update={"topic": clean.topic.model_copy(update={"share": shift, "onset": 0})})
 
     def frame(sim, index, known):
         rows = pd.DataFrame(offline_rows(sim, corpus, loaded, index, size, t0))
-        return feature_frame(rows, vocab | domain_vocab(known if known is not None else rows["prompt"].tolist()))
+        return window_features(rows, root / CORPUS, known if known is not None else rows["prompt"].tolist())
 
     started = time.perf_counter()
     reference = frame(clean, 0, None)

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from lmops.errors import ParamsError  # noqa: F401  (re-exported: validation raises it)
 
@@ -308,22 +308,49 @@ class QuantizeParams(Section):
         return self
 
 
+def _score_kinds() -> list[str]:
+    """The threshold kinds of the registered drift descriptors (lmops/monitor/descriptors/; light
+    modules: no torch or evidently is imported to validate)."""
+    from lmops.monitor.descriptor import kind_names
+
+    return kind_names()
+
+
+def _default_thresholds() -> dict[str, float]:
+    from lmops.monitor.descriptor import default_thresholds
+
+    return default_thresholds()
+
+
+def _default_warn_only() -> list[str]:
+    from lmops.monitor.descriptor import default_warn_only
+
+    return default_warn_only()
+
+
 class MonitorParams(Section):
     """Windowed drift monitoring of the production logs (`flows/monitor.py`, the `drift` stage)."""
     interval_minutes: float = Field(10, gt=0)  # the monitoring deployment's schedule
     window_minutes: float = Field(10, gt=0)  # each run compares the last window with the reference
     min_rows: int = Field(50, ge=2)  # a window with fewer rows is quarantined, not judged
-    # score kind -> largest passing value; "text"/"quality"/"latency" are normed Wasserstein distances,
-    # "embedding" the distance between mean MiniLM prompt embeddings in units of its no-drift noise
-    # floor (1.0 = two samples of the same traffic; see lmops/monitor/drift.py); "unknown" the share
-    # of requests with terms never seen in training (lmops/monitor/vocab.py).
-    thresholds: dict[Literal["text", "embedding", "quality", "latency", "unknown"], float] = {
-        "text": 0.25, "embedding": 2.0, "quality": 0.3, "latency": 0.5, "unknown": 0.1}
-    warn_only: list[Literal["text", "embedding", "quality", "latency", "unknown"]] = ["latency", "text"]
+    # score kind -> largest passing value, one per kind the drift descriptors register (defaults and
+    # meanings there: "text"/"quality"/"latency" normed Wasserstein distances, "embedding" the mean
+    # MiniLM prompt embedding's distance in units of its noise floor, "unknown" the share of requests
+    # with terms never seen in training).
+    thresholds: dict[str, float] = Field(default_factory=_default_thresholds)
+    warn_only: list[str] = Field(default_factory=_default_warn_only)  # kinds whose failing tests only warn
+
+    @field_validator("thresholds", "warn_only")
+    @classmethod
+    def _known_kinds(cls, value):
+        unknown = [k for k in value if k not in _score_kinds()]
+        if unknown:
+            raise ValueError(f"unknown score kind(s) {unknown}; the drift descriptors register {_score_kinds()}")
+        return value
 
     @model_validator(mode="after")
     def _all_thresholds(self) -> "MonitorParams":
-        missing = {"text", "embedding", "quality", "latency", "unknown"} - set(self.thresholds)
+        missing = set(_score_kinds()) - set(self.thresholds)
         if missing:
             raise ValueError(f"thresholds needs a value for {sorted(missing)}")
         return self

@@ -30,12 +30,11 @@ def load_window(log_dir: str, window: Window, min_rows: int, state_dir: str) -> 
 
 @task(name="features", cache_policy=NO_CACHE)
 def features(logs: pd.DataFrame, corpus_dir: str, reference_prompts: list[str]) -> pd.DataFrame:
-    """Logged text and quality proxies, unknown-terms flags (vocabulary: the training texts and the
-    reference window) and MiniLM embeddings of the prompts."""
-    from lmops.monitor.features import feature_frame
-    from lmops.monitor.vocab import corpus_vocab, domain_vocab
+    """The window's feature frame: every registered drift descriptor's columns (unknown terms against
+    the training corpus and the reference window's prompts)."""
+    from lmops.monitor.features import window_features
 
-    return feature_frame(logs, corpus_vocab(corpus_dir) | domain_vocab(reference_prompts))
+    return window_features(logs, corpus_dir, reference_prompts)
 
 
 @task(name="drift-report", cache_policy=NO_CACHE)

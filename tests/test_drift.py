@@ -90,7 +90,7 @@ def test_latency_is_a_warning_not_a_drift_by_default():
 
 
 def test_unknown_terms_flag_new_equipment_names_kinds_and_slang_only():
-    from lmops.monitor.vocab import domain_vocab, has_unknown_terms
+    from lmops.monitor.descriptors.unknown_terms import domain_vocab, has_unknown_terms
 
     vocab = domain_vocab(["The pump Vindor-417 is made by Sol Works.\nQuestion: Who makes Vindor-417?\nAnswer:"])
     assert has_unknown_terms("\nQuestion: Who makes Vindor-417?\nAnswer:", vocab) == 0.0
@@ -165,6 +165,60 @@ def test_drift_params_name_the_bad_key():
 
     with pytest.raises(ParamsError, match=r"drift\.monitor: .*thresholds needs a value for \[.embedding."):
         validate({"drift": {"monitor": {"thresholds": {"text": 0.1}}}})
+    with pytest.raises(ParamsError, match=r"drift\.monitor\.warn_only: .*unknown score kind\(s\) \['latncy'\]"):
+        validate({"drift": {"monitor": {"warn_only": ["latncy"]}}})
+
+
+def test_score_kinds_come_from_the_descriptor_registry_without_heavy_imports():
+    """params validation reads the registered kinds; it imports neither torch nor evidently."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from lmops.params import MonitorParams; p = MonitorParams(); "
+            "print(sorted(p.thresholds), sorted(p.warn_only), "
+            "[m for m in ('torch', 'evidently', 'sentence_transformers') if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "['embedding', 'latency', 'quality', 'text', 'unknown'] ['latency', 'text'] []"
+
+
+@pytest.fixture
+def response_chars():
+    """A toy descriptor, registered in one call: the response length in characters, a quality score."""
+    from lmops.monitor.descriptor import register, text, unregister, value_drift
+
+    yield register(value_drift("response_chars", "quality",
+                               lambda logs, ctx: [float(len(t)) for t in text(logs, "response")]))
+    unregister("response_chars")
+
+
+def test_one_registration_adds_a_descriptor_to_the_features_and_the_report(response_chars, monkeypatch):
+    from lmops import embed
+    from lmops.monitor.drift import run_report
+    from lmops.monitor.features import feature_frame
+    from lmops.params import MonitorParams
+
+    def fake_embed(texts, batch_size=64):  # MiniLM stand-in: random unit vectors, the same traffic
+        v = np.random.default_rng(len(texts)).normal(size=(len(texts), 16)).astype("float32")
+        return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+    monkeypatch.setattr(embed, "embed", fake_embed)
+
+    def logs(n, seed, words):
+        rng = np.random.default_rng(seed)
+        frame = pd.DataFrame(_rows(n))
+        frame["response"] = [" " + " ".join(["bar"] * int(k)) for k in rng.integers(1, words, n)]
+        frame["completion_tokens"] = rng.integers(2, 6, n)
+        return frame
+
+    reference = feature_frame(logs(200, 0, 4))
+    assert "response_chars" in reference.columns and "prompt_unknown_terms" not in reference.columns
+    clean = run_report(reference, feature_frame(logs(201, 1, 4)), MonitorParams())
+    assert "response_chars" in clean.scores and "response_chars" not in clean.failed, clean.failed
+    longer = run_report(reference, feature_frame(logs(202, 2, 12)), MonitorParams())
+    assert longer.scores["response_chars"] > 0.3 and "response_chars" in longer.failed  # quality: critical
+    assert longer.drift_detected and "response_length" in longer.warnings  # the built-in text score: a warning
+    older = run_report(reference.drop(columns="response_chars"), feature_frame(logs(202, 2, 12)), MonitorParams())
+    assert "response_chars" not in older.scores and "embedding" in older.scores  # a reference from before it
 
 
 def _traffic(n: int, seed: int, shift: float = 0.0, names: tuple[str, ...] = ()) -> pd.DataFrame:
@@ -179,8 +233,8 @@ def _traffic(n: int, seed: int, shift: float = 0.0, names: tuple[str, ...] = ())
 
 def _judge(reference: pd.DataFrame, current: pd.DataFrame, p):
     """As flows/monitor.py does: unknown terms against the training + reference vocabulary."""
+    from lmops.monitor.descriptors.unknown_terms import domain_vocab, has_unknown_terms
     from lmops.monitor.drift import run_report
-    from lmops.monitor.vocab import domain_vocab, has_unknown_terms
 
     vocab = domain_vocab(["pump valve pressure team bar"] + reference["prompt"].tolist())
     current = current.assign(prompt_unknown_terms=[has_unknown_terms(t, vocab) for t in current["prompt"]])

