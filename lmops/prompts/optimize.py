@@ -72,6 +72,7 @@ def register(registry, task, result, seed_spec, best_test, backend, library, dat
 
 def run_router(pp: PromptsParams, model, tokenizer, backend, corpus, library, progress: bool = True) -> dict:
     """Pattern 1 end to end: label raw prompts, train classifier and refiner, route, report on test."""
+    from lmops.embed import load_embedder
     from lmops.prompts.backends import HFBackend
     from lmops.prompts.harness import TASKS, Item, PromptSpec, TaskData, render
     from lmops.prompts.raw import EFFECTIVE_VARS, raw_prompts
@@ -79,7 +80,6 @@ def run_router(pp: PromptsParams, model, tokenizer, backend, corpus, library, pr
         QualityClassifier,
         RefinerConfig,
         embed,
-        load_encoder,
         pick_threshold,
         refine,
         roc_auc,
@@ -102,7 +102,7 @@ def run_router(pp: PromptsParams, model, tokenizer, backend, corpus, library, pr
 
     direct = {s: correct([library["raw_direct"].render(context=r.context, request=r.request) for r in rs], rs)
               for s, rs in raws.items()}
-    encoder = load_encoder()
+    encoder = load_embedder()
     clf = QualityClassifier().fit(embed(raws["train"], encoder), direct["train"])
     p_ok = {s: clf.predict(embed(raws[s], encoder)) for s in ("dev", "test")}
     cfg = RefinerConfig(rank=rp.refiner_rank, alpha=2 * rp.refiner_rank, steps=rp.refiner_steps, lr=rp.refiner_lr,

@@ -16,9 +16,6 @@ from lmops.prompts.templates import Template
 
 # ---- quality classifier -------------------------------------------------------------------------
 
-load_encoder = load_embedder  # the one MiniLM loader (lmops.embed), cached; the name lmops.prompts.optimize uses
-
-
 def embed(raws: list[RawPrompt], encoder=None):
     """Features: MiniLM embeddings of the whole message and of its last line (where a prompt's cue,
     "Answer:" or "Category:", lives, and which a whole-message embedding dilutes away), plus one flag
@@ -26,7 +23,7 @@ def embed(raws: list[RawPrompt], encoder=None):
     nothing: every document reads alike.) Shape (N, 769)."""
     import numpy as np
 
-    encoder = encoder or load_encoder()
+    encoder = encoder or load_embedder()
     whole = encoder.encode([r.request for r in raws], batch_size=64, normalize_embeddings=True)
     tail = encoder.encode([r.request.strip().rsplit("\n", 1)[-1][-80:] for r in raws], batch_size=64,
                           normalize_embeddings=True)
