@@ -3,11 +3,14 @@ that returns (model, tokenizer, save format). In-place schemes go through `quant
 schemes load through `BitsAndBytesConfig`; QAT and QLoRA fine-tune on the corpus' train split."""
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from lmops.quant.config import BnbConfig, LoraSpec, QATConfig, QLoRAConfig, Scheme
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -52,13 +55,39 @@ def _in_place(config, ctx: BuildContext):
     return quantize_(model, config, ctx.calib), tokenizer, "torch"
 
 
-def _bnb_config(mode: str, double_quant: bool, compute_dtype):
+# bitsandbytes 4-bit stores one absmax per 64 weights; on CPUs with AVX512-BF16/AMX its inference kernel
+# repacks each layer into (64-column block, 32-row tile) pieces and fails (a reshape error deep in
+# bitsandbytes) on a layer whose input width is not a multiple of the block or output not of the tile.
+BNB_4BIT_BLOCK = 64
+BNB_CPU_TILE_ROWS = 32
+
+
+def bnb_4bit_skips(base: Path) -> list[str]:
+    """Target linears of the model in `base` that bitsandbytes' 4-bit CPU kernel cannot take. They are
+    kept out of 4-bit on every CPU (not only where that kernel runs), so a variant is the same
+    whichever machine built it. Read from a weightless (meta) skeleton of the model."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from lmops.quant.api import target_linears
+
+    with torch.device("meta"):
+        skeleton = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(base))
+    return sorted(name for name, m in target_linears(skeleton).items()
+                  if m.in_features % BNB_4BIT_BLOCK or m.out_features % BNB_CPU_TILE_ROWS)
+
+
+def _bnb_config(mode: str, double_quant: bool, compute_dtype, skip: list[str] = ()):
+    import re
+
     from transformers import BitsAndBytesConfig
 
     if mode == "int8":
         return BitsAndBytesConfig(load_in_8bit=True)
+    # a given skip list replaces transformers' default one (the tied LM head), so it is named here too
+    skip_modules = ["lm_head", *(re.escape(n) for n in skip)] if skip else None
     return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=double_quant,
-                              bnb_4bit_compute_dtype=compute_dtype)
+                              bnb_4bit_compute_dtype=compute_dtype, llm_int8_skip_modules=skip_modules)
 
 
 def _bnb(config: BnbConfig, ctx: BuildContext, training: bool = False):
@@ -69,8 +98,13 @@ def _bnb(config: BnbConfig, ctx: BuildContext, training: bool = False):
     from lmops.model.build import load_model
 
     dtype = torch.float32 if training else torch.bfloat16
-    model, tokenizer = load_model(ctx.base, quantization_config=_bnb_config(config.mode, config.double_quant, dtype),
-                                  dtype=dtype)
+    skip = bnb_4bit_skips(ctx.base) if config.mode == "nf4" else []
+    if skip:
+        log.warning("bitsandbytes 4-bit: %d layer(s) stay in %s, their widths are not multiples of its "
+                    "%d-column block / %d-row CPU tile: %s", len(skip), str(dtype).removeprefix("torch."),
+                    BNB_4BIT_BLOCK, BNB_CPU_TILE_ROWS, ", ".join(skip))
+    model, tokenizer = load_model(ctx.base, quantization_config=_bnb_config(config.mode, config.double_quant, dtype,
+                                                                             skip), dtype=dtype)
     return model, tokenizer, "hf"
 
 
