@@ -16,9 +16,7 @@ from tests.conftest import ROOT, TINY
 # reaches bitsandbytes' 64-weight 4-bit block, so bnb really quantizes each layer on every CPU (the
 # session's tiny model, hidden 32, is narrower than a block). Groups of 16.
 QUANT_ARCH = {"vocab_size": 300, "hidden_size": 64, "layers": 1, "heads": 2, "kv_heads": 2, "intermediate_size": 128}
-TINY_QUANT = {"group_size": 16, "kv_group_size": 16, "kv_residual": 8, "kv_chunk": 8, "calib_sequences": 2,
-              "qat_steps": 3, "lora_steps": 3, "batch_size": 2, "max_length": 64, "ppl_tokens": 256, "ood_tokens": 128,
-              "qa_items": 4, "max_new_tokens": 4, "context_tokens": 64, "decode_tokens": 4, "decode_repeats": 1}
+TINY_QUANT = {k: v for k, v in TINY["quantize"].items() if k != "schemes"}  # groups of 16, 3-step fine-tunes
 REQUIRED = {"bf16", "w8", "w4_rtn", "w4_gptq", "w8a8_smoothquant", "kv8", "kv4", "w8_kv8", "bnb_int8", "bnb_nf4",
             "qat_w4", "qlora_nf4"}
 
@@ -131,7 +129,8 @@ def test_bnb_4bit_keeps_layers_narrower_than_its_block_in_float(tiny_root, caplo
     import torch
 
     from lmops.quant.build import BuildContext, build_variant
-    from lmops.quant.config import BnbConfig, Scheme
+    from lmops.quant.config import Scheme
+    from lmops.quant.methods.bnb import BnbConfig
 
     with caplog.at_level(logging.WARNING, logger="lmops.quant"):
         model, _, _ = build_variant(Scheme("bnb_nf4", BnbConfig("nf4")), BuildContext(base=tiny_root / "models" / "base"))
