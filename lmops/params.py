@@ -265,6 +265,27 @@ class PromptsParams(Section):
     router: RouterParams = RouterParams()
 
 
+def _quant_methods_section() -> type[BaseModel]:
+    """`quantize.methods`: one field per registered quantization method (lmops.quant.registry), named
+    after it and typed by its config dataclass, so each section parses straight into that config
+    (which validates itself). Built from the registry: a new method needs no edit here."""
+    from pydantic import create_model
+
+    from lmops.quant.registry import discover
+
+    fields = {h.name: (h.config, Field(default_factory=h.config)) for h in discover().values()}
+    return create_model("QuantMethodsParams", __base__=Section, **fields)
+
+
+QuantMethodsParams = _quant_methods_section()
+
+
+class KVQuantParams(Section):
+    """The KV-cache quantization of the kv* schemes (bits come from the scheme name)."""
+    group_size: int = 32
+    residual: int = Field(32, ge=1)  # tokens kept in full precision before a flush to the quantized store
+
+
 class QuantizeParams(Section):
     """The quantization grid (`lmops stage quantize`): every scheme is built from `base`, saved, reloaded
     and evaluated the same way. Defaults keep the whole stage within ~7 minutes on 2 CPU cores."""
@@ -272,20 +293,10 @@ class QuantizeParams(Section):
     schemes: list[str] = ["fp32", "bf16", "w8", "w4_rtn", "w4_gptq", "w8a8_smoothquant", "kv8", "kv4", "w8_kv8",
                           "bnb_int8", "bnb_nf4", "bnb_nf4_dq", "qat_w4", "qat_lora_w4", "qlora_nf4"]
     baseline: str = "bf16"
-    group_size: int = 64  # int4 group; 64 = bitsandbytes' fixed NF4 block, for a like-for-like comparison
-    gptq_damp: float = Field(0.01, gt=0, lt=1)
-    smoothquant_alpha: float = Field(0.5, ge=0, le=1)
+    methods: QuantMethodsParams = Field(default_factory=QuantMethodsParams)  # one section per method
+    kv: KVQuantParams = KVQuantParams()
     calib_sequences: int = Field(8, ge=1)  # max_length windows of the val split (GPTQ, SmoothQuant)
-    kv_group_size: int = 32
-    kv_residual: int = Field(32, ge=1)  # tokens kept in full precision before a flush to the quantized store
     kv_chunk: int = Field(32, ge=1)  # prefill step when scoring through a quantized cache
-    qat_steps: int = Field(30, ge=1)
-    qat_lr: float = Field(3e-4, gt=0, lt=1)
-    lora_rank: int = Field(8, ge=1)
-    lora_alpha: int = Field(16, ge=1)
-    lora_steps: int = Field(30, ge=1)
-    lora_lr: float = Field(2e-3, gt=0, lt=1)
-    batch_size: int = Field(8, ge=1)  # fine-tunes (QAT, QLoRA)
     max_length: int = Field(256, ge=16)  # perplexity window (= stride) and fine-tune context
     ppl_tokens: int = Field(4096, ge=64)  # held-out (test split) tokens scored
     ood_tokens: int = Field(2048, ge=64)

@@ -6,7 +6,10 @@ import copy
 import pytest
 import torch
 
-from lmops.quant.config import Int4WeightConfig, Int8WeightConfig, KVCacheConfig, LoraSpec, QATConfig, QuantError
+from lmops.quant.config import KVCacheConfig, LoraSpec, QuantError
+from lmops.quant.methods.gptq import GPTQConfig
+from lmops.quant.methods.int4 import Int4WeightConfig
+from lmops.quant.methods.int8 import Int8WeightConfig
 
 
 def test_bad_input_gives_clear_errors(tiny_model):
@@ -19,16 +22,20 @@ def test_bad_input_gives_clear_errors(tiny_model):
         build_scheme("w3", validate(TINY).quantize)
     with pytest.raises(ParamsError, match="quantize.*unknown quantization scheme 'int3'"):
         validate({**TINY, "quantize": {"schemes": ["bf16", "int3"]}})
-    with pytest.raises(ParamsError, match="group_size must be a power of two"):
-        validate({**TINY, "quantize": {"group_size": 24}})
+    with pytest.raises(ParamsError, match="quantize.methods.gptq.*group_size must be a power of two"):
+        validate({**TINY, "quantize": {"methods": {"gptq": {"group_size": 24}}}})
+    with pytest.raises(ParamsError, match="quantize.methods.qat.step"):  # a misspelt key: extra="forbid"
+        validate({**TINY, "quantize": {"methods": {"qat": {"step": 3}}}})
+    with pytest.raises(ParamsError, match="quantize.methods.gptqq"):  # an unknown method section
+        validate({**TINY, "quantize": {"methods": {"gptqq": {}}}})
     with pytest.raises(QuantError, match="KV-cache bits must be 2, 4 or 8"):
         KVCacheConfig(bits=3)
     with pytest.raises(QuantError, match="4-bit"):
         Int4WeightConfig(bits=3)
-    with pytest.raises(QuantError, match="int4 method must be"):
-        Int4WeightConfig(method="awq")
-    with pytest.raises(QuantError, match="control takes no LoRA"):
-        QATConfig(lora=LoraSpec(), fake_quant=False)
+    with pytest.raises(QuantError, match="damp must be in"):
+        GPTQConfig(damp=1.5)
+    with pytest.raises(QuantError, match="invalid LoRA settings"):
+        LoraSpec(rank=0)
     model = copy.deepcopy(tiny_model[0])  # hidden 32: a 64-column group cannot divide it
     with pytest.raises(QuantError, match="group_size 64 does not divide"):
         quantize_(model, Int4WeightConfig(group_size=64))
@@ -72,13 +79,12 @@ def test_int4_roundtrip_and_gptq_beats_rtn():
 @pytest.mark.parametrize("lora", [False, True])
 def test_qat_convert_matches_fake_quantized_model(tiny_model, lora):
     from lmops.quant import qat
-    from lmops.quant.build import _lora_model
-    from lmops.quant.config import LoraSpec
+    from lmops.quant.build import lora_model
     from lmops.quant.int4 import Int4Linear
 
-    model = qat.prepare(copy.deepcopy(tiny_model[0]).float(), QATConfig(group_size=16))
+    model = qat.prepare(copy.deepcopy(tiny_model[0]).float(), group_size=16)
     if lora:
-        model = _lora_model(model, LoraSpec(rank=4), seed=0)
+        model = lora_model(model, LoraSpec(rank=4), seed=0)
         for name, p in model.named_parameters():
             if "lora_B" in name:  # peft starts B at zero; make the adapter matter
                 torch.nn.init.normal_(p, std=0.05)
@@ -112,3 +118,81 @@ def test_benchmark_targets_and_pareto():
     assert status["QAT (qat_w4): share of the int4 RTN perplexity gap recovered"] is False  # 1/3 of the gap
     assert status["fastest variant decode tokens/s vs fp32"] is False
     assert pareto(m) == ["w4_gptq", "w8_kv8", "w8", "bf16"]
+
+
+def test_one_registration_adds_a_method(tiny_root, tiny_model, tmp_path):
+    """A toy method (int8 per-tensor weights, its own module kept across save/load) registered here, in
+    one `register_method` call, goes through build, save and reload with no other edit."""
+    from dataclasses import dataclass
+
+    from torch import nn
+
+    from lmops.quant import registry
+    from lmops.quant.api import quantize_, set_module, target_linears
+    from lmops.quant.artifact import load_variant, save_variant, variant_meta
+    from lmops.quant.build import BuildContext, build_variant
+    from lmops.quant.config import Scheme
+    from lmops.quant.registry import QuantMethod, register_method, scheme
+
+    class PerTensorInt8(nn.Module):
+        def __init__(self, out_features: int, in_features: int):
+            super().__init__()
+            self.register_buffer("q", torch.zeros(out_features, in_features, dtype=torch.int8))
+            self.register_buffer("scale", torch.ones((), dtype=torch.float32))
+
+        def forward(self, x):
+            return nn.functional.linear(x, (self.q.float() * self.scale).to(x.dtype))
+
+    @dataclass(frozen=True)
+    class ToyInt8Config:
+        clip: float = 1.0
+
+        def __post_init__(self):
+            if not 0 < self.clip <= 1:
+                raise QuantError(f"clip must be in (0, 1], got {self.clip}")
+
+    class ToyInt8(QuantMethod):
+        name = "toy_int8"
+        schemes = {"toy_w8": scheme()}
+
+        def apply(self, model, config, calib):
+            for name, layer in target_linears(model).items():
+                w = layer.weight.detach().float()
+                scale = w.abs().max() * config.clip / 127
+                new = PerTensorInt8(*w.shape)
+                new.q.copy_(torch.clamp(torch.round(w / scale), -127, 127).to(torch.int8))
+                new.scale.fill_(scale)
+                set_module(model, name, new)
+            return model
+
+        def save_meta(self, model):
+            return {"toy": [n for n, m in model.named_modules() if isinstance(m, PerTensorInt8)]}
+
+        def skeleton(self, model, meta):
+            for name in meta["toy"]:
+                old = model.get_submodule(name)
+                set_module(model, name, PerTensorInt8(old.out_features, old.in_features))
+
+    before = dict(registry.METHODS)
+    try:
+        register_method(ToyInt8Config, ToyInt8())  # the one registration
+        assert "toy_w8" in registry.scheme_specs()
+        with pytest.raises(QuantError, match="clip must be in"):
+            ToyInt8Config(clip=2)
+        s = Scheme("toy_w8", ToyInt8Config())
+        model, tok, fmt = build_variant(s, BuildContext(base=tiny_root / "models" / "base"))
+        ids = torch.tensor([[1, 2, 3, 4, 5]])
+        with torch.no_grad():
+            built = model(input_ids=ids).logits
+        save_variant(model, tok, tmp_path / "toy", variant_meta(s, fmt))
+        loaded, _, meta = load_variant(tmp_path / "toy")
+        assert meta["weights"] == "ToyInt8Config" and meta["config"] == {"clip": 1.0} and meta["format"] == "torch"
+        toys = [m for m in loaded.modules() if isinstance(m, PerTensorInt8)]
+        assert len(toys) == len(meta["toy"]) > 0 and all(m.q.dtype == torch.int8 for m in toys)
+        with torch.no_grad():
+            assert torch.allclose(loaded(input_ids=ids).logits, built)
+        in_place = quantize_(copy.deepcopy(tiny_model[0]), ToyInt8Config())  # the in-place verb dispatches too
+        assert any(isinstance(m, PerTensorInt8) for m in in_place.modules())
+    finally:
+        registry.METHODS.clear()
+        registry.METHODS.update(before)

@@ -3,6 +3,7 @@ real low-bit weights and generating in a fresh process."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -11,10 +12,11 @@ import pytest
 from lmops.params import QuantizeParams
 from tests.conftest import ROOT, TINY
 
-# Tiny model: hidden 32, head_dim 16, intermediate 64, so groups of 16.
-TINY_QUANT = {"group_size": 16, "kv_group_size": 16, "kv_residual": 8, "kv_chunk": 8, "calib_sequences": 2,
-              "qat_steps": 3, "lora_steps": 3, "batch_size": 2, "max_length": 64, "ppl_tokens": 256, "ood_tokens": 128,
-              "qa_items": 4, "max_new_tokens": 4, "context_tokens": 64, "decode_tokens": 4, "decode_repeats": 1}
+# The quantization test model: wide enough (hidden 64, intermediate 128, head_dim 32) that every linear
+# reaches bitsandbytes' 64-weight 4-bit block, so bnb really quantizes each layer on every CPU (the
+# session's tiny model, hidden 32, is narrower than a block). Groups of 16.
+QUANT_ARCH = {"vocab_size": 300, "hidden_size": 64, "layers": 1, "heads": 2, "kv_heads": 2, "intermediate_size": 128}
+TINY_QUANT = {k: v for k, v in TINY["quantize"].items() if k != "schemes"}  # groups of 16, 3-step fine-tunes
 REQUIRED = {"bf16", "w8", "w4_rtn", "w4_gptq", "w8a8_smoothquant", "kv8", "kv4", "w8_kv8", "bnb_int8", "bnb_nf4",
             "qat_w4", "qlora_nf4"}
 
@@ -27,8 +29,10 @@ from lmops.quant.kv import generate_kwargs
 out = {}
 for d in sys.argv[1:]:
     model, tok, meta = load_variant(d)
-    kinds = set()
-    for m in model.modules():
+    kinds, float_linears = set(), []
+    for n, m in model.named_modules():
+        if type(m) is torch.nn.Linear and not n.endswith("lm_head") and ".lora_" not in n:
+            float_linears.append(n)
         w = getattr(m, "weight", None)
         if isinstance(m, Int4Linear):
             kinds.add(str(m.qweight.dtype))
@@ -38,23 +42,36 @@ for d in sys.argv[1:]:
     ids = tok("The pump", return_tensors="pt")["input_ids"]
     gen = model.generate(ids, max_new_tokens=3, min_new_tokens=3, do_sample=False, **generate_kwargs(kv))
     out[meta["scheme"]] = {"kinds": sorted(kinds), "new_tokens": gen.shape[1] - ids.shape[1],
+                           "float_linears": float_linears,
                            "float_dtype": str(model.get_input_embeddings().weight.dtype)}
 print(json.dumps(out))
 """
 
 
 @pytest.fixture(scope="module")
-def quant_run(tiny_root):
+def quant_root(tmp_path_factory, tiny_root):
+    """The session's tiny corpus with a model of QUANT_ARCH trained on it in models/base."""
+    from lmops.params import validate
+    from lmops.stages.train import run as stage_train
+
+    root = tmp_path_factory.mktemp("quant")
+    shutil.copytree(tiny_root / "data", root / "data")
+    stage_train(validate({**TINY, "train": {**TINY["train"], "arch": QUANT_ARCH, "steps": 10}}), root)
+    return root
+
+
+@pytest.fixture(scope="module")
+def quant_run(quant_root):
     from lmops.params import validate
     from lmops.stages.quantize import run as stage_quantize
 
-    return stage_quantize(validate({**TINY, "quantize": {**TINY_QUANT, "schemes": QuantizeParams().schemes}}), tiny_root)
+    return stage_quantize(validate({**TINY, "quantize": {**TINY_QUANT, "schemes": QuantizeParams().schemes}}), quant_root)
 
 
-def test_metrics_follow_the_contract(quant_run, tiny_root):
+def test_metrics_follow_the_contract(quant_run, quant_root):
     from lmops.quant.evaluate import METRIC_KEYS
 
-    saved = json.loads((tiny_root / "metrics" / "quantization.json").read_text())
+    saved = json.loads((quant_root / "metrics" / "quantization.json").read_text())
     assert saved == quant_run
     assert set(saved) == {"baseline", "context_tokens", "schemes"} and saved["baseline"] == "bf16"
     assert REQUIRED <= set(saved["schemes"])
@@ -68,12 +85,12 @@ def test_metrics_follow_the_contract(quant_run, tiny_root):
     assert s["kv8"]["weight_bytes"] == s["bf16"]["weight_bytes"]
     assert s["qlora_nf4"]["weight_bytes"] > s["bnb_nf4_dq"]["weight_bytes"]  # the adapter is counted
     for out in ("plots/quantization.md", "plots/quantization.csv", "plots/quantization_frontier.png"):
-        assert (tiny_root / out).stat().st_size > 0
-    assert "`w8_kv8`" in (tiny_root / "plots" / "quantization.md").read_text()
+        assert (quant_root / out).stat().st_size > 0
+    assert "`w8_kv8`" in (quant_root / "plots" / "quantization.md").read_text()
 
 
-def test_every_scheme_reloads_low_bit_and_generates(quant_run, tiny_root):
-    dirs = [str(tiny_root / "models" / "quantized" / name) for name in quant_run["schemes"]]
+def test_every_scheme_reloads_low_bit_and_generates(quant_run, quant_root):
+    dirs = [str(quant_root / "models" / "quantized" / name) for name in quant_run["schemes"]]
     proc = subprocess.run([sys.executable, "-c", RELOAD, *dirs], capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
     loaded = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -85,17 +102,42 @@ def test_every_scheme_reloads_low_bit_and_generates(quant_run, tiny_root):
         assert loaded[name]["kinds"] == ["Int8Tensor:torch.int8"], (name, loaded[name])
     for name in ("bnb_nf4", "bnb_nf4_dq", "qlora_nf4"):
         assert loaded[name]["kinds"] == ["Params4bit:torch.uint8"], (name, loaded[name])
+        assert loaded[name]["float_linears"] == [], (name, loaded[name])  # every linear is 4-bit: none skipped
     assert loaded["bnb_int8"]["kinds"] == ["Int8Params:torch.int8"]
     assert loaded["fp32"]["float_dtype"] == "torch.float32" and loaded["bf16"]["float_dtype"] == "torch.bfloat16"
 
 
-def test_publish_artifacts(quant_run, tiny_root, prefect_harness):
+def test_publish_artifacts(quant_run, quant_root, prefect_harness):
     from prefect import flow
 
     from tasks.quantize import publish_quantization
 
     @flow
     def publish() -> str:
-        return publish_quantization(str(tiny_root))
+        return publish_quantization(str(quant_root))
 
     assert "| `w4_gptq`" in publish()
+
+
+def test_bnb_4bit_keeps_layers_narrower_than_its_block_in_float(tiny_root, caplog):
+    """Regression: on CPUs with AVX512-BF16/AMX, bitsandbytes' 4-bit kernel repacks weights per 64-column
+    block and failed (`shape '[32, 0]' is invalid`) on the tiny model's 32-wide layers. Such layers now
+    stay in float on every CPU, with a warning naming them, and the model runs and reloads."""
+    import logging
+
+    import bitsandbytes as bnb
+    import torch
+
+    from lmops.quant.build import BuildContext, build_variant
+    from lmops.quant.config import Scheme
+    from lmops.quant.methods.bnb import BnbConfig
+
+    with caplog.at_level(logging.WARNING, logger="lmops.quant"):
+        model, _, _ = build_variant(Scheme("bnb_nf4", BnbConfig("nf4")), BuildContext(base=tiny_root / "models" / "base"))
+    kinds = {n: type(m) for n, m in model.named_modules() if n.endswith("_proj")}
+    narrow = sorted(n for n, m in model.named_modules() if n.endswith("_proj") and m.in_features % 64)
+    assert narrow and all(kinds[n] is torch.nn.Linear for n in narrow)  # hidden 32: q/k/v/o, gate/up stay float
+    assert kinds["model.layers.0.mlp.down_proj"] is bnb.nn.Linear4bit  # in 64 (intermediate): 4-bit
+    assert "stay in" in caplog.text and all(n in caplog.text for n in narrow)
+    with torch.no_grad():  # eval + no grad: the path that repacks for the CPU kernel where it exists
+        assert model(input_ids=torch.tensor([[1, 2, 3, 4]])).logits.isfinite().all()

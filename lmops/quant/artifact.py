@@ -1,8 +1,9 @@
 """Saving and reloading quantized variants, and counting their bytes from what was saved.
 
-Two formats, both a directory with the tokenizer, `config.json` and `quant.json`:
+Saving and loading dispatch to the variant's method (`lmops.quant.registry`, by the config type that
+quant.json records). Two formats, both a directory with the tokenizer, `config.json` and `quant.json`:
 - "torch": `weights.pt`, the state dict as saved by `torch.save` (int4 codes, torchao int8 tensors,
-  bf16 floats); reloads with `weights_only=True` into a skeleton with `Int4Linear` where listed.
+  bf16 floats); reloads with `weights_only=True` into a skeleton the method completes (e.g. `Int4Linear`).
 - "hf": a bitsandbytes model's own `save_pretrained` (quantization_config in config.json), plus an
   optional peft adapter in `adapter/`.
 """
@@ -65,43 +66,33 @@ def saved_weight_bytes(model_dir: str | Path) -> int:
 
 
 def variant_meta(scheme, fmt: str, **extra) -> dict:
-    """quant.json of a built scheme: what `load_variant` needs to read it back."""
+    """quant.json of a built scheme: what `load_variant` needs to read it back ("weights" names the
+    config type, hence the method's handler), and the settings the method reports ("config")."""
+    from lmops.quant.registry import method_for
+
     return {"scheme": scheme.name, "format": fmt, "kv": None if scheme.kv is None else vars(scheme.kv),
-            "weights": type(scheme.weights).__name__, **extra}
+            "weights": type(scheme.weights).__name__, "config": method_for(scheme.weights).describe(scheme.weights),
+            **extra}
 
 
 def save_variant(model, tokenizer, out: Path, meta: dict) -> None:
-    """Write a variant into the (empty, temporary) directory `out`; `meta` goes to quant.json."""
-    import torch
+    """Write a variant into the (empty, temporary) directory `out` through its method's handler;
+    `meta` (from `variant_meta`) and what the handler adds go to quant.json."""
+    from lmops.quant.registry import method_named
 
-    from lmops.quant.int4 import Int4Linear
-
-    tokenizer.save_pretrained(out)
-    if meta["format"] == "hf":
-        if hasattr(model, "peft_config"):  # keep the adapter beside the quantized base, unmerged
-            model.save_pretrained(out / ADAPTER_DIR)
-            model = model.unload()
-        model.save_pretrained(out)  # bitsandbytes weights + quantization_config
-    else:
-        model.config.save_pretrained(out)
-        meta = {**meta, "int4": {n: {"group_size": m.group_size, "in": m.in_features, "out": m.out_features,
-                                     "bias": m.bias is not None,
-                                     "lora_rank": 0 if m.lora_A is None else m.lora_A.shape[0]}
-                                 for n, m in model.named_modules() if isinstance(m, Int4Linear)},
-                "dtype": str(next(p for p in model.state_dict().values()
-                                  if p.is_floating_point()).dtype).removeprefix("torch.")}
-        torch.save(model.state_dict(), out / WEIGHTS_FILE)
-    write_json(out / QUANT_FILE, meta)
+    extra = method_named(meta["weights"]).save(model, tokenizer, out)
+    write_json(out / QUANT_FILE, {**meta, **extra})
 
 
 def load_variant(model_dir: str | Path):
     """(model, tokenizer, quant meta) of a saved variant, with its real low-bit weights."""
     from lmops.model.build import check_model_dir
+    from lmops.quant.registry import method_named
 
     model_dir = check_model_dir(model_dir)
     meta = read_json(model_dir / QUANT_FILE)
     try:
-        model, tokenizer = (_load_hf if meta["format"] == "hf" else _load_torch)(model_dir, meta)
+        model, tokenizer = method_named(meta["weights"]).load(model_dir, meta)
     except (OSError, RuntimeError, KeyError, ValueError) as err:
         raise InputError(f"quantized model {model_dir} could not be loaded: {err}") from None
     if tokenizer.pad_token is None:
@@ -109,24 +100,48 @@ def load_variant(model_dir: str | Path):
     return model.eval(), tokenizer, meta
 
 
-def _load_torch(model_dir: Path, meta: dict):
+# The two on-disk formats; a method picks one (`QuantMethod.fmt`) and adds its own modules' rebuild.
+
+def save_torch(model, tokenizer, out: Path) -> dict:
+    """`weights.pt` (the state dict, as `torch.save` writes it), config.json and the tokenizer;
+    returns the meta `load_torch` needs (the float dtype)."""
+    import torch
+
+    tokenizer.save_pretrained(out)
+    model.config.save_pretrained(out)
+    torch.save(model.state_dict(), out / WEIGHTS_FILE)
+    return {"dtype": str(next(p for p in model.state_dict().values()
+                              if p.is_floating_point()).dtype).removeprefix("torch.")}
+
+
+def load_torch(model_dir: Path, meta: dict, skeleton=None):
+    """A float skeleton from config.json, `skeleton(model, meta)` to put the method's own modules in,
+    then the saved state dict loaded into it (`weights_only=True`, strict)."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    from lmops.quant.api import DTYPES, _set_module
-    from lmops.quant.int4 import Int4Linear
+    from lmops.quant.api import DTYPES
 
-    config = AutoConfig.from_pretrained(model_dir)
-    model = AutoModelForCausalLM.from_config(config, dtype=DTYPES[meta["dtype"]])
-    for name, spec in meta.get("int4", {}).items():
-        _set_module(model, name, Int4Linear(spec["in"], spec["out"], spec["group_size"], bias=spec["bias"],
-                                            lora_rank=spec["lora_rank"]))
+    model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(model_dir), dtype=DTYPES[meta["dtype"]])
+    if skeleton is not None:
+        skeleton(model, meta)
     state = torch.load(model_dir / WEIGHTS_FILE, map_location="cpu", weights_only=True)
     model.load_state_dict(state, assign=True, strict=True)
     return model, AutoTokenizer.from_pretrained(model_dir)
 
 
-def _load_hf(model_dir: Path, meta: dict):
+def save_hf(model, tokenizer, out: Path) -> dict:
+    """The model's own `save_pretrained` (e.g. bitsandbytes weights + quantization_config), a peft
+    adapter kept unmerged in `adapter/`."""
+    tokenizer.save_pretrained(out)
+    if hasattr(model, "peft_config"):
+        model.save_pretrained(out / ADAPTER_DIR)
+        model = model.unload()
+    model.save_pretrained(out)
+    return {}
+
+
+def load_hf(model_dir: Path):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

@@ -1,13 +1,12 @@
-"""Build one variant of the grid from the base model: a registry from weight-config type to a builder
-that returns (model, tokenizer, save format). In-place schemes go through `quantize_`; bitsandbytes
-schemes load through `BitsAndBytesConfig`; QAT and QLoRA fine-tune on the corpus' train split."""
+"""Build one variant of the grid from the base model, through its method's handler (the registry in
+`lmops.quant.registry`), and what builders share: the build context, LoRA wrapping and fine-tuning."""
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lmops.quant.config import BnbConfig, LoraSpec, QATConfig, QLoRAConfig, Scheme
+from lmops.quant.config import LoraSpec, Scheme
+from lmops.quant.registry import method_for
 
 
 @dataclass
@@ -36,7 +35,6 @@ def build_context(qp, base: Path, corpus, threads: int):
     calibration windows and the training texts that QAT and LoRA schemes fine-tune on."""
     from lmops.model.build import load_model
     from lmops.model.train import training_texts
-    from lmops.quant.build import BuildContext
 
     _, tokenizer = load_model(base)
     ctx = BuildContext(base=base, calib=_calibration(tokenizer, corpus, qp), train_texts=training_texts(corpus, qp.seed),
@@ -44,37 +42,8 @@ def build_context(qp, base: Path, corpus, threads: int):
     return ctx, tokenizer
 
 
-def _in_place(config, ctx: BuildContext):
-    from lmops.model.build import load_model
-    from lmops.quant.api import quantize_
-
-    model, tokenizer = load_model(ctx.base)  # float32
-    return quantize_(model, config, ctx.calib), tokenizer, "torch"
-
-
-def _bnb_config(mode: str, double_quant: bool, compute_dtype):
-    from transformers import BitsAndBytesConfig
-
-    if mode == "int8":
-        return BitsAndBytesConfig(load_in_8bit=True)
-    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=double_quant,
-                              bnb_4bit_compute_dtype=compute_dtype)
-
-
-def _bnb(config: BnbConfig, ctx: BuildContext, training: bool = False):
-    """Served in bf16 like the other variants; trained in float32, as bf16 backward through the 4-bit
-    layers is ~4x slower on a CPU without native bf16 (measured: 6.4 s vs 0.9 s per batch)."""
-    import torch
-
-    from lmops.model.build import load_model
-
-    dtype = torch.float32 if training else torch.bfloat16
-    model, tokenizer = load_model(ctx.base, quantization_config=_bnb_config(config.mode, config.double_quant, dtype),
-                                  dtype=dtype)
-    return model, tokenizer, "hf"
-
-
-def _lora_model(model, lora: LoraSpec, seed: int):
+def lora_model(model, lora: LoraSpec, seed: int):
+    """`model` wrapped with a fresh peft LoRA adapter on every target linear (base frozen)."""
     import torch
     from peft import LoraConfig, get_peft_model
 
@@ -86,7 +55,7 @@ def _lora_model(model, lora: LoraSpec, seed: int):
                                             target_modules=targets, bias="none"))
 
 
-def _fine_tune(model, tokenizer, ctx: BuildContext, steps: int, lr: float, batch_size: int) -> None:
+def fine_tune(model, tokenizer, ctx: BuildContext, steps: int, lr: float, batch_size: int) -> None:
     from lmops.model.train import TrainConfig, train_lm
 
     train_lm(model, tokenizer, ctx.train_texts, TrainConfig(context=ctx.context, steps=steps, batch_size=batch_size,
@@ -94,57 +63,8 @@ def _fine_tune(model, tokenizer, ctx: BuildContext, steps: int, lr: float, batch
                                                             threads=ctx.threads, desc="quantization fine-tune"))
 
 
-def _qat(config: QATConfig, ctx: BuildContext):
-    from lmops.model.build import load_model
-    from lmops.quant import qat
-
-    model, tokenizer = load_model(ctx.base)
-    if config.fake_quant:
-        qat.prepare(model, config)
-    if config.lora:
-        model = _lora_model(model, config.lora, ctx.seed)  # base frozen at its (fake-quantized) values
-    _fine_tune(model, tokenizer, ctx, config.steps, config.lr, config.batch_size)
-    if not config.fake_quant:  # the control: the same fine-tune in float, then int4 round-to-nearest
-        qat.prepare(model, config)
-    return qat.convert(model), tokenizer, "torch"
-
-
-def _qlora(config: QLoRAConfig, ctx: BuildContext):
-    import torch
-
-    model, tokenizer, _ = _bnb(BnbConfig("nf4", config.double_quant), ctx, training=True)
-    model = _lora_model(model, config.lora, ctx.seed)
-    _fine_tune(model, tokenizer, ctx, config.lora.steps, config.lora.lr, config.batch_size)
-    return _serve_in(model.eval(), torch.bfloat16), tokenizer, "hf"  # the adapter is saved beside the NF4 base
-
-
-def _serve_in(model, dtype):
-    """Switch a float32-trained bitsandbytes 4-bit model (+ adapter) to `dtype` for saving and serving,
-    like the other variants: floats (embedding, norms, LoRA factors) cast, 4-bit codes and their
-    absmax untouched, compute dtype switched. (`model.to(dtype)` is refused for bnb models.)"""
-    import bitsandbytes as bnb
-    import torch
-
-    for module in model.modules():
-        if isinstance(module, bnb.nn.Linear4bit):
-            module.compute_dtype = dtype
-            module.weight.quant_state.dtype = dtype
-    for p in model.parameters():
-        if type(p) is torch.nn.Parameter and p.is_floating_point():
-            p.data = p.data.to(dtype)
-    config = model.get_base_model().config if hasattr(model, "get_base_model") else model.config
-    qc = config.quantization_config
-    if isinstance(qc, dict):
-        qc["bnb_4bit_compute_dtype"] = str(dtype).removeprefix("torch.")
-    else:
-        qc.bnb_4bit_compute_dtype = dtype
-    config.dtype = dtype
-    return model
-
-
-BUILDERS: dict[type, Callable] = {BnbConfig: _bnb, QATConfig: _qat, QLoRAConfig: _qlora}
-
-
 def build_variant(scheme: Scheme, ctx: BuildContext):
-    """(model, tokenizer, save format) of `scheme` built from `ctx.base`."""
-    return BUILDERS.get(type(scheme.weights), _in_place)(scheme.weights, ctx)
+    """(model, tokenizer, save format) of `scheme` built from `ctx.base` by its method's handler."""
+    handler = method_for(scheme.weights)
+    model, tokenizer = handler.build(scheme.weights, ctx)
+    return model, tokenizer, handler.fmt

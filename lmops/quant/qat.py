@@ -10,9 +10,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lmops.quant.api import _set_module, target_linears
-from lmops.quant.config import QATConfig, QuantError
+from lmops.quant.api import set_module, target_linears
 from lmops.quant.int4 import Int4Linear, fake_quantize, rtn
+from lmops.quant.methods.int4 import check_divides
 
 
 class FakeQuantLinear(nn.Linear):
@@ -27,14 +27,14 @@ class FakeQuantLinear(nn.Linear):
         return nn.functional.linear(x, w_q.to(x.dtype), self.bias)
 
 
-def prepare(model: nn.Module, config: QATConfig) -> nn.Module:
-    for name, layer in target_linears(model).items():
-        if layer.in_features % config.group_size:
-            raise QuantError(f"group_size {config.group_size} does not divide {name}.in_features={layer.in_features}")
+def prepare(model: nn.Module, group_size: int) -> nn.Module:
+    linears = target_linears(model)
+    check_divides(linears, group_size)
+    for name, layer in linears.items():
         fq = FakeQuantLinear(layer.in_features, layer.out_features, bias=layer.bias is not None)
-        fq.group_size = config.group_size
+        fq.group_size = group_size
         fq.load_state_dict(layer.state_dict())
-        _set_module(model, name, fq)
+        set_module(model, name, fq)
     return model
 
 
@@ -54,9 +54,9 @@ def convert(model: nn.Module, dtype: torch.dtype = torch.bfloat16) -> nn.Module:
                 key = module.active_adapters[0]
                 a = module.lora_A[key].weight  # (r, in)
                 b = module.lora_B[key].weight * module.scaling[key]  # (out, r)
-                _set_module(base, name, _to_int4(module.base_layer, (a, b)))
+                set_module(base, name, _to_int4(module.base_layer, (a, b)))
         model = base
     for name, module in list(model.named_modules()):
         if isinstance(module, FakeQuantLinear):
-            _set_module(model, name, _to_int4(module))
+            set_module(model, name, _to_int4(module))
     return model.to(dtype).eval()

@@ -39,11 +39,9 @@ def markdown_table(metrics: dict) -> str:
 
 
 def frontier_plot(metrics: dict, path: Path) -> None:
-    import matplotlib
+    from lmops.io import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     s = metrics["schemes"]
     front = pareto(metrics)
     fig, ax = plt.subplots(figsize=(7, 4.5))
@@ -58,8 +56,12 @@ def frontier_plot(metrics: dict, path: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    tmp.replace(path)
+    save_figure(fig, path)
+
+
+def write_plot_csv(metrics: dict, path: Path) -> None:
+    """The frontier plot's data as CSV (DVC plots read it)."""
+    from lmops.io import write_csv
+
+    write_csv(path, ["scheme", "total_kib", "perplexity"],
+              [[r["scheme"], r["total_kib"], r["perplexity"]] for r in plot_rows(metrics)])

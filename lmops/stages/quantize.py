@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from lmops.io import atomic_dir, write_csv, write_json, write_text
+from lmops.io import atomic_dir, write_json, write_text
 from lmops.layout import CORPUS, QUANT_CSV, QUANT_DIR, QUANT_METRICS, QUANT_PNG, QUANT_TABLE
 from lmops.params import Params
 
@@ -46,12 +46,11 @@ def run_grid(p: Params, root: Path, progress: bool = True) -> dict:
 
 
 def run(p: Params, root: Path) -> dict:
-    from lmops.quant.report import frontier_plot, markdown_table, plot_rows
+    from lmops.quant.report import frontier_plot, markdown_table, write_plot_csv
 
     metrics = run_grid(p, root)
     write_json(root / QUANT_METRICS, metrics)
     write_text(root / QUANT_TABLE, markdown_table(metrics))
-    write_csv(root / QUANT_CSV, ["scheme", "total_kib", "perplexity"],
-              [[r["scheme"], r["total_kib"], r["perplexity"]] for r in plot_rows(metrics)])
+    write_plot_csv(metrics, root / QUANT_CSV)
     frontier_plot(metrics, root / QUANT_PNG)
     return metrics
