@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from lmops.longctx.chunking import ChunkConfig, chunk_ids
 from lmops.longctx.nbce import NBCEConfig, nbce_generate
 from lmops.longctx.suite import Item
+from lmops.model.generate import generate_rows
 
 
 @dataclass
@@ -42,32 +43,14 @@ class Runner:
         return self.trained - self.max_new_tokens
 
 
-def greedy(model, tokenizer, rows: list[list[int]], max_new_tokens: int, batch_size: int = 8) -> list[str]:
-    """Greedy continuation of each token row (left-padded batches), cut at the first newline."""
-    import torch
-
-    out = []
-    for i in range(0, len(rows), batch_size):
-        batch = rows[i:i + batch_size]
-        width = max(map(len, batch))
-        ids = torch.tensor([[tokenizer.pad_token_id] * (width - len(r)) + r for r in batch])
-        mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in batch])
-        with torch.no_grad():
-            gen = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False,
-                                 pad_token_id=tokenizer.pad_token_id)
-        texts = tokenizer.batch_decode(gen[:, width:], skip_special_tokens=True)
-        out += [t.split("\n", 1)[0].strip() for t in texts]
-    return out
-
-
 def truncation(r: Runner, items: list[Item]) -> list[str]:
     rows = [(r.ids(it.context) + r.ids(it.prompt))[-r.budget():] for it in items]
-    return greedy(r.model, r.tokenizer, rows, r.max_new_tokens, r.batch_size)
+    return generate_rows(r.model, r.tokenizer, rows, r.max_new_tokens, r.batch_size)
 
 
 def full(r: Runner, items: list[Item], name: str) -> list[str]:
     rows = [r.ids(it.context) + r.ids(it.prompt) for it in items]
-    return greedy(r.scaled[name], r.tokenizer, rows, r.max_new_tokens, r.batch_size)
+    return generate_rows(r.scaled[name], r.tokenizer, rows, r.max_new_tokens, r.batch_size)
 
 
 def nbce_chunks(r: Runner, it: Item) -> list[list[int]]:
@@ -93,7 +76,7 @@ def retrieval(r: Runner, items: list[Item]) -> list[str]:
     for it in items:
         context = " ".join(reversed(retrieve(r, it)))  # best chunk last, next to the question
         rows.append((r.ids(context) + r.ids(it.prompt))[-r.budget():])
-    return greedy(r.model, r.tokenizer, rows, r.max_new_tokens, r.batch_size)
+    return generate_rows(r.model, r.tokenizer, rows, r.max_new_tokens, r.batch_size)
 
 
 def retrieval_nbce(r: Runner, items: list[Item]) -> list[str]:

