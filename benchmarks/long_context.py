@@ -43,8 +43,8 @@ def latency_10k(root: Path, tokenizer, chunks: int, queries: int, seed: int) -> 
     from lmops.data.generate import qa_pairs
     from lmops.embed import embed
     from lmops.longctx.chunking import ChunkConfig
+    from lmops.longctx.retrieval import open_or_create
     from lmops.longctx.suite import fresh_kb
-    from lmops.stages.long_context import open_or_create
 
     ents, docs = fresh_kb(seed, chunks // 4 + 1, set())
     docs = docs[:chunks]

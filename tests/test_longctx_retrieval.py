@@ -48,8 +48,7 @@ def test_missing_index_is_a_clear_error(tmp_path, index):
 
 
 def test_corrupt_table_is_an_error_and_never_recreated(tmp_path, tiny_model):
-    from lmops.longctx.retrieval import ChunkIndex, RetrievalError
-    from lmops.stages.long_context import open_or_create
+    from lmops.longctx.retrieval import ChunkIndex, RetrievalError, open_or_create
 
     _, tok = tiny_model
     idx = ChunkIndex.create(tmp_path / "db", "kb")
@@ -61,7 +60,7 @@ def test_corrupt_table_is_an_error_and_never_recreated(tmp_path, tiny_model):
     with pytest.raises(RetrievalError, match="corrupt"):
         ChunkIndex.open(tmp_path / "db", "kb")
     with pytest.raises(RetrievalError, match="corrupt"):
-        open_or_create(tmp_path / "db", "kb")  # the stage's entry point refuses too
+        open_or_create(tmp_path / "db", "kb")  # the stage's way in refuses too
     assert all(f.read_bytes() == b"garbage" for f in data)  # nothing was replaced
     with pytest.raises(RetrievalError, match="already exists"):
         ChunkIndex.create(tmp_path / "db", "kb")
