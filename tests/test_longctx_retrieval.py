@@ -129,7 +129,8 @@ def test_registry_yields_the_metric_names_params_switch_on(tiny_params):
     from lmops.params import load_params
 
     root = Path(__file__).resolve().parent.parent
-    assert list(build_methods(load_params(root / "params.yaml").long_context)) == CONTRACT
+    names = list(build_methods(load_params(root / "params.yaml").long_context))
+    assert [n for n in names if n in CONTRACT] == CONTRACT  # a new method adds a key; none may go
     lp = tiny_params.long_context  # rope types linear + yarn
     assert list(build_methods(lp)) == ["truncation", "nbce", "retrieval", "retrieval_nbce", "rope_linear",
                                        "rope_linear_ft", "rope_yarn", "rope_yarn_ft"]
