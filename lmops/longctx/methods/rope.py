@@ -64,16 +64,16 @@ class RopeScaling(MethodBase):
         return self.model, None
 
 
-def make(lp: LongContextParams, type: str, finetuned: bool) -> RopeScaling | None:
+def make(lp: LongContextParams, rope_type: str, finetuned: bool) -> RopeScaling | None:
     """The variant, or None when params switch it off (type not listed, or no fine-tune steps)."""
-    if type not in lp.rope.types or (finetuned and not lp.finetune.steps):
+    if rope_type not in lp.rope.types or (finetuned and not lp.finetune.steps):
         return None
     f = lp.finetune
     ft = FinetuneConfig(f.steps, f.length_multiple, f.batch_size, f.lr) if finetuned else None
-    return RopeScaling(RopeMethodConfig(type, lp.rope.factor, ft))
+    return RopeScaling(RopeMethodConfig(rope_type, lp.rope.factor, ft))
 
 
 def variants() -> dict:
     """Registry entries: rope_<type> and rope_<type>_ft for every scaling type."""
-    return {f"rope_{t}" + ("_ft" if ft else ""): partial(make, type=t, finetuned=ft)
+    return {f"rope_{t}" + ("_ft" if ft else ""): partial(make, rope_type=t, finetuned=ft)
             for t in TYPES for ft in (False, True)}
