@@ -125,7 +125,7 @@ CONTRACT = ["truncation", "nbce", "retrieval", "retrieval_nbce", "rope_linear", 
 
 
 def test_registry_yields_the_metric_names_params_switch_on(tiny_params):
-    from lmops.longctx.methods import build_methods, register
+    from lmops.longctx.methods.registry import build_methods, register
     from lmops.params import load_params
 
     root = Path(__file__).resolve().parent.parent
@@ -145,7 +145,8 @@ def test_a_new_method_needs_one_registration(tiny_root, tiny_params, tmp_path, m
     import shutil
     from dataclasses import dataclass
 
-    from lmops.longctx.methods import MethodBase, registry
+    from lmops.longctx.methods import registry
+    from lmops.longctx.methods.base import MethodBase
     from lmops.model.generate import generate_rows
     from lmops.stages import run_stage
 

@@ -6,7 +6,7 @@ import math
 import time
 from collections import defaultdict
 
-from lmops.longctx.methods import Method
+from lmops.longctx.methods.base import Method
 from lmops.longctx.suite import Item
 from lmops.model.evaluate import exact_match
 

@@ -98,7 +98,8 @@ def compare(lp: LongContextParams, model_dir: Path, corpus_dir: Path, index_dir:
 
     from lmops.data import Corpus
     from lmops.longctx import evaluate as ev
-    from lmops.longctx.methods import Context, build_methods
+    from lmops.longctx.methods.base import Context
+    from lmops.longctx.methods.registry import build_methods
     from lmops.model.build import load_model
     from lmops.model.evaluate import token_stream
 

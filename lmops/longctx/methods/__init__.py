@@ -10,6 +10,5 @@
 Adding a method: one module here and one line in `registry.METHODS` (docs/extending.md).
 """
 from lmops.longctx.methods.base import Context, Method, MethodBase
-from lmops.longctx.methods.registry import METHODS, build_methods, register
 
-__all__ = ["Context", "Method", "MethodBase", "METHODS", "build_methods", "register"]
+__all__ = ["Context", "Method", "MethodBase"]  # the registry: lmops.longctx.methods.registry
