@@ -41,10 +41,10 @@ def truncation_by_window(root: Path, length: int, trained: int) -> tuple[float, 
 def latency_10k(root: Path, tokenizer, chunks: int, queries: int, seed: int) -> dict[str, dict[str, float]]:
     """p50/p95 ms per query (query embedding + search) for each search mode over `chunks` chunks."""
     from lmops.data.generate import qa_pairs
+    from lmops.embed import embed
     from lmops.longctx.chunking import ChunkConfig
-    from lmops.longctx.retrieval import embed
+    from lmops.longctx.retrieval import open_or_create
     from lmops.longctx.suite import fresh_kb
-    from lmops.stages.long_context import open_or_create
 
     ents, docs = fresh_kb(seed, chunks // 4 + 1, set())
     docs = docs[:chunks]

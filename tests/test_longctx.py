@@ -100,8 +100,8 @@ def test_bad_chunk_settings_are_clear_errors(size, overlap, context, msg):
 
 
 def test_stage_rejects_chunks_longer_than_the_context(tiny_params):
+    from lmops.longctx.experiment import chunk_config
     from lmops.params import ParamsError
-    from lmops.stages.long_context import chunk_config
 
     lp = tiny_params.long_context.model_copy(update={"retrieval": tiny_params.long_context.retrieval.model_copy(
         update={"chunk_tokens": 200})})

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -48,8 +49,7 @@ def test_missing_index_is_a_clear_error(tmp_path, index):
 
 
 def test_corrupt_table_is_an_error_and_never_recreated(tmp_path, tiny_model):
-    from lmops.longctx.retrieval import ChunkIndex, RetrievalError
-    from lmops.stages.long_context import open_or_create
+    from lmops.longctx.retrieval import ChunkIndex, RetrievalError, open_or_create
 
     _, tok = tiny_model
     idx = ChunkIndex.create(tmp_path / "db", "kb")
@@ -61,7 +61,7 @@ def test_corrupt_table_is_an_error_and_never_recreated(tmp_path, tiny_model):
     with pytest.raises(RetrievalError, match="corrupt"):
         ChunkIndex.open(tmp_path / "db", "kb")
     with pytest.raises(RetrievalError, match="corrupt"):
-        open_or_create(tmp_path / "db", "kb")  # the stage's entry point refuses too
+        open_or_create(tmp_path / "db", "kb")  # the stage's way in refuses too
     assert all(f.read_bytes() == b"garbage" for f in data)  # nothing was replaced
     with pytest.raises(RetrievalError, match="already exists"):
         ChunkIndex.create(tmp_path / "db", "kb")
@@ -118,3 +118,63 @@ def test_flow_wires_the_stage_through_dvc_and_publishes():
     assert long_context.name == "lmops-long-context"
     assert UPSTREAM == ("data", "train", "evaluate")  # the stages long_context reads, in dvc.yaml order
     assert publish_long_context.retries == 2  # artifacts are I/O against the Prefect API
+
+
+CONTRACT = ["truncation", "nbce", "retrieval", "retrieval_nbce", "rope_linear", "rope_linear_ft", "rope_dynamic",
+            "rope_dynamic_ft", "rope_yarn", "rope_yarn_ft"]
+
+
+def test_registry_yields_the_metric_names_params_switch_on(tiny_params):
+    from lmops.longctx.methods.registry import build_methods, register
+    from lmops.params import load_params
+
+    root = Path(__file__).resolve().parent.parent
+    names = list(build_methods(load_params(root / "params.yaml").long_context))
+    assert [n for n in names if n in CONTRACT] == CONTRACT  # a new method adds a key; none may go
+    lp = tiny_params.long_context  # rope types linear + yarn
+    assert list(build_methods(lp)) == ["truncation", "nbce", "retrieval", "retrieval_nbce", "rope_linear",
+                                       "rope_linear_ft", "rope_yarn", "rope_yarn_ft"]
+    no_ft = lp.model_copy(update={"finetune": lp.finetune.model_copy(update={"steps": 0})})
+    assert "rope_yarn_ft" not in build_methods(no_ft) and "rope_yarn" in build_methods(no_ft)
+    with pytest.raises(ValueError, match="already registered"):
+        register("truncation", lambda lp: None)
+
+
+def test_a_new_method_needs_one_registration(tiny_root, tiny_params, tmp_path, monkeypatch):
+    """A toy method defined here, registered once, runs through the stage's own scoring and reporting."""
+    import shutil
+    from dataclasses import dataclass
+
+    from lmops.longctx.methods import registry
+    from lmops.longctx.methods.base import MethodBase
+    from lmops.model.generate import generate_rows
+    from lmops.stages import run_stage
+
+    @dataclass(frozen=True)
+    class TailConfig:
+        keep: int = 32  # tokens kept from the end of context + question
+
+    class TailOnly(MethodBase):
+        name = "tail_only"
+
+        def answer(self, items):
+            c = self.ctx
+            rows = [(c.ids(it.context) + c.ids(it.prompt))[-self.config.keep:] for it in items]
+            return generate_rows(c.model, c.tokenizer, rows, c.max_new_tokens, c.batch_size)
+
+    monkeypatch.setattr(registry, "METHODS", dict(registry.METHODS))  # the registration ends with the test
+    registry.register("tail_only", lambda lp: TailOnly(TailConfig()))
+
+    for d in ("models/base", "data/corpus"):
+        shutil.copytree(tiny_root / d, tmp_path / d)
+    lp = tiny_params.long_context
+    p = tiny_params.model_copy(update={"long_context": lp.model_copy(update={
+        "rope": lp.rope.model_copy(update={"types": ["linear"]}),
+        "finetune": lp.finetune.model_copy(update={"steps": 0})})})
+    run_stage("long_context", p, tmp_path)
+    m = json.loads((tmp_path / "metrics" / "long_context.json").read_text())
+    names = ["truncation", "nbce", "retrieval", "retrieval_nbce", "rope_linear", "tail_only"]
+    assert list(m["passkey"]) == names and list(m["kb_qa"]) == names
+    assert set(m["passkey"]["tail_only"]) == {"96", "192"} and 0 <= m["kb_qa"]["tail_only"] <= 1
+    assert "| `tail_only` |" in (tmp_path / "reports" / "long_context.md").read_text()
+    assert "tail_only" in (tmp_path / "plots" / "long_context_passkey.csv").read_text()

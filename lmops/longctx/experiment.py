@@ -1,0 +1,139 @@
+"""The long-context comparison end to end, as a library: build the seeded suite and its LanceDB
+indexes, prepare every registered method, score them all on the same items, and measure perplexity
+by position. `lmops.stages.long_context` calls `compare` and writes what it returns."""
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lmops.errors import ParamsError
+from lmops.longctx.chunking import ChunkConfig, ChunkingError
+from lmops.params import LongContextParams
+
+log = logging.getLogger(__name__)
+
+QUESTION_ROOM = 24  # tokens a retrieval chunk leaves free for the question
+
+
+def chunk_config(lp: LongContextParams, trained: int) -> ChunkConfig:
+    """The retrieval chunking; settings that cannot fit the trained context are a params error."""
+    try:
+        return ChunkConfig(lp.retrieval.chunk_tokens, lp.retrieval.overlap, trained - lp.max_new_tokens - QUESTION_ROOM)
+    except ChunkingError as err:
+        raise ParamsError(f"params.yaml long_context.retrieval: {err}") from None
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha1(text.encode()).hexdigest()[:10]
+
+
+@dataclass
+class Suite:
+    passkey: list  # list[Item]
+    kb: list
+    entities: list
+    kb_index: object  # ChunkIndex
+    pk_index: object
+    chunks: ChunkConfig
+    lengths: list[int]  # passkey prompt lengths in tokens
+
+    def haystacks(self):
+        """Where each item's context is indexed: passkey items only in their own haystack."""
+        from lmops.longctx.retrieval import Haystacks
+
+        h = Haystacks()
+        h.add(self.passkey, self.pk_index, per_item=True)
+        h.add(self.kb, self.kb_index)
+        return h
+
+
+def build_suite(lp: LongContextParams, tok, corpus, trained: int, index_dir: Path) -> Suite:
+    """The seeded items and the two LanceDB tables (grown incrementally: only new documents are embedded)."""
+    from lmops.longctx.retrieval import open_or_create
+    from lmops.longctx.suite import fresh_kb, kb_suite, passkey_suite
+
+    chunks = chunk_config(lp, trained)
+    lengths = [m * trained for m in lp.lengths]
+    passkey = passkey_suite(tok, lp.seed, lengths, lp.depths, lp.passkey_items, lp.max_new_tokens)
+    ents, kb_docs = fresh_kb(lp.seed, lp.kb_entities, {e["name"] for e in corpus.entities})
+    kb = kb_suite(tok, lp.seed, ents, kb_docs, lp.kb_questions, lp.kb_multiple * trained, lp.max_new_tokens)
+    tag = f"s{lp.seed}_c{chunks.size}_{chunks.overlap}"
+    kb_index = open_or_create(index_dir, f"kb_{tag}")
+    kb_index.add_documents(kb_docs, tok, chunks, progress=True)
+    pk_index = open_or_create(index_dir, f"passkey_{tag}")
+    for it in passkey:  # each haystack is its own group, so a search never sees another item's needle
+        it.id = f"{it.id}-{_digest(it.context)}"
+    pk_index.add_documents([{"id": it.id, "text": it.context, "group": it.id} for it in passkey], tok, chunks,
+                           progress=True)
+    return Suite(passkey, kb, ents, kb_index, pk_index, chunks, lengths)
+
+
+@dataclass
+class Results:
+    metrics: dict  # metrics/long_context.json
+    grids: dict  # {method: {(length, depth): passkey accuracy}}
+    ms: dict  # {"passkey" | "kb_qa": {method: ms per query}}
+    ppl: dict  # {model: [perplexity per trained-context bucket]}
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def trained(self) -> int:
+        return self.metrics["trained_context"]
+
+
+def perplexity_models(methods: dict, base_model) -> dict:
+    """{name: (model, window)}: windowed methods, the unscaled base model on whole sequences
+    (`no_scaling`), then the full-context methods."""
+    pairs = {n: pm for n, m in methods.items() if (pm := m.perplexity_model()) is not None}
+    return {**{n: pm for n, pm in pairs.items() if pm[1] is not None}, "no_scaling": (base_model, None),
+            **{n: pm for n, pm in pairs.items() if pm[1] is None}}
+
+
+def compare(lp: LongContextParams, model_dir: Path, corpus_dir: Path, index_dir: Path,
+            methods: dict | None = None) -> Results:
+    """Every method (default: all the registry switches on for `lp`) on the same suite."""
+    import torch
+
+    from lmops.data import Corpus
+    from lmops.longctx import evaluate as ev
+    from lmops.longctx.methods.base import Context
+    from lmops.longctx.methods.registry import build_methods
+    from lmops.model.build import load_model
+    from lmops.model.evaluate import token_stream
+
+    torch.set_num_threads(lp.threads)
+    model, tok = load_model(model_dir)
+    trained = int(model.config.max_position_embeddings)
+    chunk_config(lp, trained)  # bad chunk params fail before any work
+    methods = build_methods(lp) if methods is None else methods
+    corpus = Corpus.load(corpus_dir)
+    suite = build_suite(lp, tok, corpus, trained, index_dir)
+
+    ctx = Context(model, tok, trained, lp.max_new_tokens, corpus=corpus, index=suite.haystacks(), seed=lp.seed,
+                  threads=lp.threads)
+    notes = [n for m in methods.values() if (n := m.prepare(ctx))]
+    pk_hits, pk_ms = ev.score_methods(methods, suite.passkey)
+    kb_hits, kb_ms = ev.score_methods(methods, suite.kb)
+
+    grids = ev.passkey_grid(suite.passkey, pk_hits)
+    metrics = {"trained_context": trained,
+               "passkey": {m: {str(L): acc for L, acc in ev.by_length(g).items()} for m, g in grids.items()},
+               "kb_qa": {m: round(sum(h) / len(h), 4) for m, h in kb_hits.items()},
+               "retrieval": ev.retrieval_metrics(suite.kb_index, suite.kb, lp.retrieval.mode,
+                                                 rrf_k=lp.retrieval.rrf_k)}
+
+    val_texts = [d["text"] for d in corpus.split(corpus.documents, "val")]
+    seq_len = max(suite.lengths)
+    stream = token_stream(tok, val_texts, seq_len * lp.ppl_sequences)
+    seqs = [stream[i:i + seq_len] for i in range(0, len(stream) - seq_len + 1, seq_len)]
+    ppl = {k: ev.ppl_by_position([ev.token_nll(m, s, w) for s in seqs], trained)
+           for k, (m, w) in perplexity_models(methods, model).items()}
+
+    chunks = suite.chunks
+    notes += [f"passkey: {len(suite.passkey)} items ({lp.passkey_items} per length x depth cell); KB-QA: "
+              f"{len(suite.kb)} questions on {len(suite.entities)} fresh entities, {lp.kb_multiple * trained}-token "
+              f"contexts for full-context methods; retrieval: top-{lp.retrieval.top_k} {lp.retrieval.mode} over "
+              f"{chunks.size}-token chunks (overlap {chunks.overlap}); NBCE beta {lp.nbce.beta}"]
+    return Results(metrics, grids, {"passkey": pk_ms, "kb_qa": kb_ms}, ppl, notes)

@@ -1,0 +1,31 @@
+"""Truncation, the baseline: keep the last tokens that fit the trained context."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from lmops.longctx.methods.base import MethodBase
+from lmops.longctx.suite import Item
+from lmops.model.generate import generate_rows
+from lmops.params import LongContextParams
+
+
+@dataclass(frozen=True)
+class TruncationConfig:
+    """No settings: the window is the trained context less the answer."""
+
+
+class Truncation(MethodBase):
+    name = "truncation"
+
+    def answer(self, items: list[Item]) -> list[str]:
+        c = self.ctx
+        rows = [(c.ids(it.context) + c.ids(it.prompt))[-c.budget():] for it in items]
+        return generate_rows(c.model, c.tokenizer, rows, c.max_new_tokens, c.batch_size)
+
+    def perplexity_model(self):
+        return self.ctx.model, self.ctx.trained  # each token sees at most the trained context
+
+
+def make(lp: LongContextParams) -> Truncation:
+    return Truncation(TruncationConfig())
+
