@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -87,11 +88,15 @@ def _add_orchestration_commands(sub, argv: list[str] | None) -> None:
     layer; otherwise each gets a placeholder parser."""
     wanted = _command_of(sys.argv[1:] if argv is None else argv)
     core = set(sub.choices)
+    lazy_core = {"models", "prompts"} - core
     for ep in sorted(entry_points(group=COMMANDS_GROUP), key=lambda e: e.name):
         if wanted is None or wanted == ep.name:
             ep.load()(sub)
         elif wanted not in core:  # an unknown command: list every name in argparse's error
             sub.add_parser(ep.name, help=f"(see `lmops {ep.name} --help`)")
+    if wanted is not None and wanted not in sub.choices:
+        for name in sorted(lazy_core):
+            sub.add_parser(name, help=f"(see `lmops {name} --help`)")
 
 
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
@@ -122,12 +127,15 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     p.add_argument("--requests", type=int, help="override simulate.requests")
     p.set_defaults(func=cmd_simulate)
 
-    from lmops.registry.cli import add_models_parser
+    wanted = _command_of(sys.argv[1:] if argv is None else argv)
+    if wanted in (None, "models"):  # the registry and prompt commands load their modules only when used
+        from lmops.registry.cli import add_models_parser
 
-    add_models_parser(sub).set_defaults(func=cmd_models)
-    from lmops.prompts.cli import add_prompts_parser
+        add_models_parser(sub).set_defaults(func=cmd_models)
+    if wanted in (None, "prompts"):
+        from lmops.prompts.cli import add_prompts_parser
 
-    add_prompts_parser(sub, cmd_prompts)
+        add_prompts_parser(sub, cmd_prompts)
     _add_orchestration_commands(sub, argv)
     return parser
 
@@ -137,7 +145,28 @@ def configure_logging(level: str = "INFO") -> None:
                         datefmt="%H:%M:%S", force=True)
 
 
+def _trace_modules(folder: str, argv: list[str]) -> None:
+    """At exit, write the files of every lmops module this process loaded to `<folder>/<command>.txt`
+    (`stage-NAME.txt` for a stage): the DVC-deps test sets LMOPS_TRACE_MODULES to check that dvc.yaml
+    covers what each stage really ran, registry plugins included."""
+    import atexit
+
+    def write() -> None:
+        root = Path(__file__).resolve().parent.parent
+        files = sorted({str(Path(m.__file__).resolve().relative_to(root)) for name, m in list(sys.modules.items())
+                        if name.split(".")[0] == "lmops" and getattr(m, "__file__", None)})
+        command = _command_of(argv) or "lmops"
+        if command == "stage":
+            command += "-" + argv[-1]
+        with open(Path(folder) / f"{command}.txt", "a") as fh:
+            fh.write("".join(f + "\n" for f in files))
+
+    atexit.register(write)
+
+
 def main(argv: list[str] | None = None) -> int:
+    if os.environ.get("LMOPS_TRACE_MODULES"):
+        _trace_modules(os.environ["LMOPS_TRACE_MODULES"], sys.argv[1:] if argv is None else argv)
     args = build_parser(argv).parse_args(argv)
     configure_logging(args.log_level)
     try:

@@ -17,9 +17,19 @@ def _module_file(name: str, root: Path = ROOT) -> Path | None:
     return None
 
 
+def _runtime_nodes(tree: ast.AST):
+    """Every node except those under `if TYPE_CHECKING:` (never run)."""
+    for node in ast.iter_child_nodes(tree):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            yield from (n for child in node.orelse for n in [child, *_runtime_nodes(child)])
+            continue
+        yield node
+        yield from _runtime_nodes(node)
+
+
 def _imports_of(path: Path, package: str) -> set[str]:
     names: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    for node in _runtime_nodes(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
             names |= {a.name for a in node.names}
         elif isinstance(node, ast.ImportFrom):
@@ -31,7 +41,9 @@ def _imports_of(path: Path, package: str) -> set[str]:
 
 
 def lmops_closure(module: str, root: Path = ROOT) -> set[Path]:
-    """Files (relative to `root`) of every lmops module reachable from `module`, parents included."""
+    """Files (relative to `root`) of every lmops module reachable from `module`, parents included.
+    Static and conservative (function-level imports count); plugins that a registry imports by name
+    are not seen here: the DVC pipeline test checks the modules each stage really loaded."""
     seen: dict[str, Path] = {}
     todo = [module]
     while todo:
@@ -45,7 +57,8 @@ def lmops_closure(module: str, root: Path = ROOT) -> set[Path]:
         parts = name.split(".")
         todo += [".".join(parts[:i]) for i in range(1, len(parts))]  # importing a.b.c runs a and a.b
         package = name if path.name == "__init__.py" else ".".join(parts[:-1])
-        todo += sorted(_imports_of(path, package))
+        imported = _imports_of(path, package)
+        todo += sorted(imported)
     return {p.relative_to(root) for p in seen.values()}
 
 

@@ -1,23 +1,33 @@
 """`dvc repro` on the real dvc.yaml in a temporary git repo: runs, caches, reruns only what changed."""
 import json
 import re
+from pathlib import Path
 
 import yaml
 
 from lmops.stages import STAGES
-from tests.imports import lmops_closure
-from tests.project import dvc, make_project, sh
+from tests.imports import covered, lmops_closure
+from tests.project import ENV, dvc, make_project, sh
 
 
 def ran_stages(output: str) -> set[str]:
     return set(re.findall(r"Running stage '([^']+)'", output))
 
 
-def test_repro_then_noop_then_param_change(tmp_path):
+def test_repro_then_noop_then_param_change(tmp_path, monkeypatch):
     project = make_project(tmp_path / "proj")
+    trace = tmp_path / "trace"
+    trace.mkdir()
+    monkeypatch.setitem(ENV, "LMOPS_TRACE_MODULES", str(trace))
     first = dvc(["repro"], project)
-    all_stages = set(yaml.safe_load((project / "dvc.yaml").read_text())["stages"])
+    monkeypatch.delitem(ENV, "LMOPS_TRACE_MODULES")
+    spec = yaml.safe_load((project / "dvc.yaml").read_text())
+    all_stages = set(spec["stages"])
     assert ran_stages(first) == all_stages
+    for stage in sorted(all_stages):  # dvc.yaml's deps cover every lmops module the stage really loaded
+        loaded = (trace / f"stage-{stage}.txt").read_text().split()
+        missing = sorted({f for f in loaded if not covered(Path(f), spec["stages"][stage]["deps"])})
+        assert not missing, f"stage {stage} loaded {missing}, which dvc.yaml does not list as its deps"
     base = json.loads((project / "metrics" / "base.json").read_text())
     assert base["val_perplexity"] < base["uniform_perplexity"]
 

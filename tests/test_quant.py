@@ -132,7 +132,8 @@ def test_one_registration_adds_a_method(tiny_root, tiny_model, tmp_path):
     from lmops.quant.artifact import load_variant, save_variant, variant_meta
     from lmops.quant.build import BuildContext, build_variant
     from lmops.quant.config import Scheme
-    from lmops.quant.registry import QuantMethod, register_method, scheme
+    from lmops.quant.method import QuantMethod, scheme
+    from lmops.quant.registry import register_method
 
     class PerTensorInt8(nn.Module):
         def __init__(self, out_features: int, in_features: int):

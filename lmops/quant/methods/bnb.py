@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lmops.quant.config import QuantError
-from lmops.quant.registry import HF_FORMAT, QuantMethod, register_method, scheme
+from lmops.quant.method import HF_FORMAT, QuantMethod, scheme
+from lmops.quant.registry import register_method
 
 log = logging.getLogger(__name__)
 

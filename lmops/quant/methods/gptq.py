@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from lmops.quant.config import QuantError, check_group
+from lmops.quant.method import scheme
 from lmops.quant.methods.int4 import Int4Weight, check_divides
-from lmops.quant.registry import register_method, scheme
+from lmops.quant.registry import register_method
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from lmops.quant.config import QuantError
-from lmops.quant.registry import QuantMethod, register_method, scheme
+from lmops.quant.method import QuantMethod, scheme
+from lmops.quant.registry import register_method
 
 
 @dataclass(frozen=True)

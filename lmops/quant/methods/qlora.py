@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from lmops.quant.config import LoraSpec, QuantError
-from lmops.quant.registry import HF_FORMAT, QuantMethod, register_method, scheme
+from lmops.quant.method import HF_FORMAT, QuantMethod, scheme
+from lmops.quant.registry import register_method
 
 
 @dataclass(frozen=True)
