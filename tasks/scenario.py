@@ -90,18 +90,21 @@ def retrain_runs(deployment_id: str) -> list:
 
 
 @task(name="wait-for-retraining", cache_policy=NO_CACHE)
-def wait_for_retrain(deployment_id: str, expect: int, timeout: float) -> list:
-    """Wait until `expect` runs of the retraining deployment exist and all are final."""
+def wait_for_retrain(deployment_id: str, expect: int, timeout: float) -> list[dict]:
+    """Wait until `expect` runs of the retraining deployment exist and all are final; returns
+    {name, state, start_time} per run (plain values: a FlowRun is no task argument)."""
     deadline = time.monotonic() + timeout
     runs: list = []
     while time.monotonic() < deadline:
         runs = retrain_runs(deployment_id)
         if len(runs) >= expect and all(r.state and r.state.is_final() for r in runs):
-            return runs
+            break
         time.sleep(2)
-    print(f"timed out after {timeout:.0f} s waiting for the retraining run(s): "
-          f"{[(r.name, r.state.type if r.state else None) for r in runs]}", file=sys.stderr)
-    return runs
+    else:
+        print(f"timed out after {timeout:.0f} s waiting for the retraining run(s): "
+              f"{[(r.name, r.state.type if r.state else None) for r in runs]}", file=sys.stderr)
+    return [{"name": r.name, "state": r.state.type.value if r.state else None, "start_time": r.start_time}
+            for r in runs]
 
 
 def served_version(url: str) -> str | None:
@@ -127,7 +130,7 @@ def summarize(ws: str, root: str, info: dict, windows: list, events: list, runs:
     flagged = [w["index"] for w in windows if w["drift_detected"] and w["injected"]]
     start_delays = []
     for ev in events:
-        starts = [r.start_time for r in runs if r.start_time]
+        starts = [r["start_time"] for r in runs if r["start_time"]]
         if starts:
             start_delays.append(round((min(starts) - ev["at"]).total_seconds(), 1))
     rec = records[0] if records else {}
@@ -141,7 +144,7 @@ def summarize(ws: str, root: str, info: dict, windows: list, events: list, runs:
         "detection_delay_windows": (flagged[0] - onset_window) if flagged else None,
         "drift_events": len(events),
         "event_to_retrain_start_s": start_delays[0] if start_delays else None,
-        "retrain_states": [r.state.type.value if r.state else None for r in runs],
+        "retrain_states": [r["state"] for r in runs],
         "champion_before": info["champion"],
         "served_version_after": served,
         # challenger = the served (quantized) variant the gate read; full_metrics = before quantization
