@@ -42,8 +42,9 @@ def test_pipeline_flow_runs_skips_and_publishes(tmp_path, prefect_server, monkey
 
     async def artifacts():
         async with get_client() as client:
-            return {a.key: a for a in await client.read_artifacts()}
+            return sorted(await client.read_artifacts(), key=lambda a: a.created)
 
-    found = anyio.run(artifacts)
+    found = {a.key: a for a in anyio.run(artifacts)}  # the latest version of each key
     assert {"lmops-summary", "lmops-metrics"} <= found.keys()
-    assert "v9.9.9" in str(found["lmops-summary"].data) + str(found["lmops-metrics"].data)
+    assert "`scenario` | ran" in found["lmops-summary"].data
+    assert '"file": "metrics/drift.json", "metric": "promoted", "value": "v9.9.9"' in str(found["lmops-metrics"].data)
