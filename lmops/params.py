@@ -340,8 +340,8 @@ def _default_warn_only() -> list[str]:
 
 
 class MonitorParams(Section):
-    """Windowed drift monitoring of the production logs (`flows/monitor.py`, the `drift` stage)."""
-    interval_minutes: float = Field(10, gt=0)  # the monitoring deployment's schedule
+    """Windowed drift monitoring of the production logs (`flows/monitor.py`). How often it runs is the
+    `monitor` deployment's schedule in deployments/prefect.yaml, and only there."""
     window_minutes: float = Field(10, gt=0)  # each run compares the last window with the reference
     min_rows: int = Field(50, ge=2)  # a window with fewer rows is quarantined, not judged
     # score kind -> largest passing value, one per kind the drift descriptors register (defaults and
@@ -410,7 +410,7 @@ class RetrainParams(Section):
 
 
 class ScenarioParams(Section):
-    """The headline run of the `drift` stage: in-distribution windows, then a topic shift."""
+    """The scenario flow (`lmops scenario`): in-distribution windows, then a topic shift."""
     window_requests: int = Field(500, ge=10)
     reference_requests: int = Field(500, ge=10)
     clean_windows: int = Field(2, ge=0)
@@ -422,7 +422,7 @@ class ScenarioParams(Section):
 
 
 class DriftStageParams(Section):
-    """The `drift` stage: monitoring, drift-triggered retraining and the scenario that shows both."""
+    """Monitoring, drift-triggered retraining and the scenario flow that shows both (no DVC stage)."""
     monitor: MonitorParams = MonitorParams()
     retrain: RetrainParams = RetrainParams()
     scenario: ScenarioParams = ScenarioParams()

@@ -54,8 +54,9 @@ def drift_report(reference: pd.DataFrame, current: pd.DataFrame, p: MonitorParam
 
 
 @task(name="emit-drift-event", cache_policy=NO_CACHE)
-def emit_drift(window: Window, report: dict, project: str) -> str | None:
-    """The event a DeploymentEventTrigger on the retraining deployment listens for."""
-    event = emit_event(event=DRIFT_EVENT, resource={"prefect.resource.id": f"lmops.monitor.{Path(project).name}"},
+def emit_drift(window: Window, report: dict, project: str, resource: str = "lmops.monitor") -> str | None:
+    """The event a DeploymentEventTrigger on the retraining deployment listens for (`prefect.yaml`
+    matches `lmops.monitor.*`; the scenario's sandbox emits under its own resource prefix)."""
+    event = emit_event(event=DRIFT_EVENT, resource={"prefect.resource.id": f"{resource}.{Path(project).resolve().name}"},
                        payload={"window": window.as_dict(), "scores": report["scores"], "failed": report["failed"]})
     return str(event.id) if event else None

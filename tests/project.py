@@ -27,9 +27,9 @@ def dvc(args: list[str], cwd: Path) -> str:
     return sh([os.path.join(BIN, "dvc"), *args], cwd)
 
 
-# The drift stage's scenario starts its own Prefect server, worker and model server; it is driven end
-# to end by tests/test_drift_loop.py, so the pipeline-level tests leave it out to stay fast.
-SKIP_STAGES = ("drift",)
+# Stages a test may leave out (none by default). The closed-loop scenario is no stage: it is the
+# `lmops-scenario` flow, driven end to end by tests/test_drift_loop.py.
+SKIP_STAGES: tuple[str, ...] = ()
 
 
 def make_project(dest: Path, params: dict | None = None, skip: tuple[str, ...] = SKIP_STAGES) -> Path:
