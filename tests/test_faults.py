@@ -436,3 +436,8 @@ def test_prefect_start_timeout_is_a_setting_and_its_error_says_what_to_do(tmp_pa
         pytest.skip("the temporary Prefect server started within 1 s")
     assert proc.returncode == 2 and one_line_error(proc.stderr), proc.stderr[-3000:]
     assert "--prefect-start-timeout" in proc.stderr and "did not start within 1 s" in proc.stderr
+
+
+def test_serve_host_override_is_validated(tmp_path):
+    proc = _lmops(["--root", str(_tiny_project(tmp_path)), "serve", "--host", "../../../../etc/passwd"], tmp_path)
+    assert proc.returncode == 2 and one_line_error(proc.stderr) and "serve.host" in proc.stderr, proc.stderr
