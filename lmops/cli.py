@@ -38,11 +38,16 @@ def cmd_params(args) -> None:
 
 
 def cmd_serve(args) -> None:
+    from lmops.params import validate
     from lmops.serve import serve
 
-    p = params_of(args).serve
+    params = params_of(args)
     overrides = {k: v for k, v in {"host": args.host, "port": args.port}.items() if v is not None}
-    serve(p.model_copy(update=overrides), Path(args.root))
+    if overrides:  # validated like params.yaml (a host is an IP or a hostname; ports 0..65535)
+        raw = params.model_dump(mode="json")
+        raw["serve"].update(overrides)
+        params = validate(raw, "--host/--port", root=args.root)
+    serve(params.serve, Path(args.root))
 
 
 def cmd_simulate(args) -> None:

@@ -49,6 +49,7 @@ REGISTRY_STORE = STATE / "registry"
 MONITOR_STATE = STATE / "monitor"
 MONITOR_WINDOWS = MONITOR_STATE / "windows.json"  # every judged window (live monitoring; never a DVC metric)
 RETRAIN_RECORDS = STATE / "retrain"
+PARAMS_CHECKED = STATE / "params.checked"  # the `check` stage's output: every other stage depends on it
 SCENARIO_SANDBOX = STATE / "drift-scenario"  # the scenario flow's sandbox project (its summary: DRIFT_METRICS)
 PRODUCTION_LOGS = Path("logs/production")
 RETRAIN_SNAPSHOTS = Path("data/retrain")

@@ -37,7 +37,7 @@ def test_repro_then_noop_then_param_change(tmp_path, monkeypatch):
     params = yaml.safe_load((project / "params.yaml").read_text())
     params["evaluate"]["max_items"] = 5
     (project / "params.yaml").write_text(yaml.safe_dump(params))
-    assert ran_stages(dvc(["repro"], project)) == {"evaluate"}  # exactly the dependent stage
+    assert ran_stages(dvc(["repro"], project)) == {"check", "evaluate"}  # the params check, then exactly the dependent stage
 
     dvc(["push"], project)  # the local remote receives the versioned outputs
     sh(["git", "add", "-A"], project)

@@ -17,8 +17,12 @@ def test_every_dvc_stage_has_a_params_section_and_a_cli_stage():
     for name, stage in DVC["stages"].items():
         assert stage["cmd"] == f"lmops stage {name}"
         assert name in STAGES
+        if name == "check":  # validates all of params.yaml (a file dep), before every other stage
+            assert "params.yaml" in stage["deps"]
+            continue
         assert name in Params.model_fields and getattr(params, name) is not None
         assert name in stage.get("params", []), f"stage {name} must depend on its own params section"
+        assert ".lmops/params.checked" in stage["deps"], f"stage {name} must run after the params check"
 
 
 def test_every_stage_depends_on_its_inputs_and_declares_outputs():

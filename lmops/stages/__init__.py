@@ -14,6 +14,7 @@ from lmops.params import Params
 
 # stage name -> module under lmops.stages holding `run(p, root) -> dict`
 STAGES: dict[str, str] = {
+    "check": "check",  # validates params.yaml before `dvc repro` deletes any output
     "data": "data",
     "train": "train",
     "evaluate": "evaluate",
