@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint repro clean ui-deps
+.PHONY: install run test lint repro clean ui-deps server-deps
 
 $(STAMP): pyproject.toml requirements.lock
 	python3 -m venv $(VENV)
@@ -33,3 +33,9 @@ clean:
 # Headless Chromium for the Prefect UI test (tests/test_drift_loop.py skips without it).
 ui-deps:
 	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
+
+# PostgreSQL 15 for the Prefect-on-PostgreSQL test (tests/postgres.py starts its own server on loopback;
+# tests/test_fanout.py skips without it). The S3 server of the scale-out tests is moto, from the lock.
+server-deps:
+	command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \
+		(apt-get update -qq && apt-get install -y -qq postgresql)

@@ -50,7 +50,7 @@ class Stack:
     project directory. With `api_url` the children report to that server and none is started."""
 
     def __init__(self, project: str | Path, prefect_port: int | None = None, logs: Path | None = None,
-                 api_url: str | None = None):
+                 api_url: str | None = None, database_url: str | None = None):
         self.project = Path(project).resolve()
         self.port = prefect_port or free_port()
         self.api = api_url or f"http://{LOOPBACK}:{self.port}/api"
@@ -65,6 +65,8 @@ class Stack:
                     "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""), "HF_HUB_OFFLINE": "1",
                     "PYTHONPATH": str(self.project) + os.pathsep + os.environ.get("PYTHONPATH", ""),
                     "TOKENIZERS_PARALLELISM": "false"}
+        if database_url:  # PostgreSQL (postgresql+asyncpg://...) instead of the default SQLite file
+            self.env["PREFECT_API_DATABASE_CONNECTION_URL"] = database_url
 
     def _start(self, name: str, args: list[str]) -> subprocess.Popen:
         out = open(self.logs / f"{name}.log", "ab")
@@ -124,14 +126,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--root", default=".")
     ap.add_argument("--params", default="params.yaml", help="params file, relative to --root")
     ap.add_argument("--prefect-port", type=int, default=4200)
+    ap.add_argument("--database-url", default=os.environ.get("LMOPS_PREFECT_DATABASE_URL"),
+                    help="the Prefect server's database, e.g. postgresql+asyncpg://user:pw@host:5432/prefect "
+                         "(default: $LMOPS_PREFECT_DATABASE_URL, else SQLite under .lmops/prefect)")
     args = ap.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwind and stop the children on `kill`
     project = Path(args.root).resolve()
     p = load_params(project / args.params)
-    stack = Stack(project, args.prefect_port)
+    stack = Stack(project, args.prefect_port, database_url=args.database_url)
     try:
         stack.start_prefect()
-        print(f"Prefect server and UI: http://{LOOPBACK}:{stack.port}")
+        db = stack.env.get("PREFECT_API_DATABASE_CONNECTION_URL", "SQLite").split("@")[-1]  # no password printed
+        print(f"Prefect server and UI: http://{LOOPBACK}:{stack.port} (database: {db})")
         for name in sorted({pool(dep) for dep in entries()}):
             stack.start_worker(name)
         print(f"deployments: {deploy(stack, project)}")

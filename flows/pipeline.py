@@ -11,6 +11,7 @@ from tasks.dvc import push, repro_stage
 from tasks.long_context import publish_long_context
 from tasks.params import validate_params
 from tasks.quantize import publish_quantization
+from tasks.remote import push_outputs
 from tasks.report import publish_report
 
 
@@ -30,6 +31,8 @@ def lmops_pipeline(project: str = ".", push_data: bool = True, scenario: bool = 
         drift_scenario(project=project)
         ran["scenario"] = True
     print(publish_report(project, ran))
+    if push_data:  # every output another clone needs to restore this run: `dvc pull` there (docs/scale-out.md)
+        push_outputs(project)
     return ran
 
 

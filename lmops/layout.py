@@ -54,3 +54,10 @@ SCENARIO_SANDBOX = STATE / "drift-scenario"  # the scenario flow's sandbox proje
 PRODUCTION_LOGS = Path("logs/production")
 RETRAIN_SNAPSHOTS = Path("data/retrain")
 CHALLENGER = Path("models/challenger")
+
+# Fan-out (docs/scale-out.md): one flow run per quantization scheme or long-context method, each on a
+# worker in its own clone; its outputs are `dvc add`ed under GRID_DIR/<kind>/<item> and pushed, and the
+# merged table and frontier are written here.
+GRID_DIR = Path("models/grid")
+GRID_REPORT = REPORTS_DIR / "grid_{kind}.md"
+GRID_PNG = PLOTS_DIR / "grid_{kind}.png"

@@ -234,6 +234,22 @@ class RetrievalParams(Section):
     top_k: int = Field(3, ge=1)
     mode: Literal["vector", "fts", "hybrid"] = "hybrid"
     rrf_k: int = Field(60, ge=1)  # reciprocal-rank fusion constant
+    # Where the LanceDB tables live: "" = data/long_context_index (the stage's DVC output), or an
+    # object-store URI (s3://bucket/prefix, gs://bucket/prefix) shared by every machine (docs/scale-out.md).
+    index: str = ""
+    # Object-store options for `index` (endpoint, region, allow_http): never credentials, which come from
+    # the environment (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, GOOGLE_APPLICATION_CREDENTIALS, ...).
+    storage_options: dict[str, str] = {}
+
+    @field_validator("storage_options")
+    @classmethod
+    def _no_secrets(cls, v: dict[str, str]) -> dict[str, str]:
+        secret = sorted(k for k in v if any(w in k.lower() for w in ("secret", "key", "token", "password",
+                                                                     "credential", "session")))
+        if secret:
+            raise ValueError(f"storage_options {secret} look like credentials: keep them out of params.yaml "
+                             "and set them in the environment (e.g. AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY)")
+        return v
 
 
 class LongContextParams(Section):

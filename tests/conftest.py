@@ -82,3 +82,12 @@ def prefect_server():
 def prefect_harness(prefect_server):
     """The same session server, under the name some tests use."""
     yield
+
+
+@pytest.fixture(scope="session")
+def s3():
+    """A loopback S3 server (moto, tests/s3.py) for DVC remotes, LanceDB and Evidently on s3://."""
+    from tests.s3 import loopback_s3
+
+    with loopback_s3() as server:
+        yield server

@@ -53,7 +53,7 @@ def test_deployments_point_at_real_flows():
     for dep in spec["deployments"]:
         path, func = dep["entrypoint"].split(":")
         assert f"def {func}(" in (ROOT / path).read_text()
-        assert (dep.get("schedules") or dep.get("triggers") or dep["name"] == "quantize") and dep["work_pool"]["name"]
+        assert (dep.get("schedules") or dep.get("triggers") or dep["name"] in ("quantize", "grid", "grid-cell")) and dep["work_pool"]["name"]
     weekly = next(d for d in spec["deployments"] if d["name"] == "weekly")
     assert weekly["entrypoint"].endswith(":lmops_pipeline") and weekly["schedules"]
     # The spec is the one source: serve.py builds every deployment from it, with the same entrypoints
