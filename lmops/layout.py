@@ -50,6 +50,7 @@ MONITOR_STATE = STATE / "monitor"
 MONITOR_WINDOWS = MONITOR_STATE / "windows.json"  # every judged window (live monitoring; never a DVC metric)
 RETRAIN_RECORDS = STATE / "retrain"
 SCENARIO_SANDBOX = STATE / "drift-scenario"  # the scenario flow's sandbox project (its summary: DRIFT_METRICS)
+STAGE_TIMES = STATE / "stage_times.json"  # seconds each stage last took when it ran (`lmops run`'s estimates)
 PRODUCTION_LOGS = Path("logs/production")
 RETRAIN_SNAPSHOTS = Path("data/retrain")
 CHALLENGER = Path("models/challenger")
