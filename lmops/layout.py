@@ -29,6 +29,8 @@ BASE_METRICS = metrics("base")
 PROMPTS_METRICS = metrics("prompts")
 QUANT_METRICS = metrics("quantization")
 LONGCTX_METRICS = metrics("long_context")
+SUMMARY_METRICS = metrics("summary")  # the headline figures: what `dvc metrics show` / `dvc exp show` compare
+TIMINGS = metrics("timings")  # every duration and speed of the run: a plain output, never compared by default
 DRIFT_METRICS = metrics("drift")  # the scenario flow's summary; a top-level dvc.yaml metric, no stage's output
 
 TRAIN_LOSS = PLOTS_DIR / "train_loss"  # .csv (DVC plot) and .png

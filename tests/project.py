@@ -35,7 +35,7 @@ SKIP_STAGES: tuple[str, ...] = ()
 def make_project(dest: Path, params: dict | None = None, skip: tuple[str, ...] = SKIP_STAGES) -> Path:
     """Copy the pipeline definition and code into `dest` as a fresh git + DVC repo with tiny params."""
     dest.mkdir(parents=True, exist_ok=True)
-    for name in ("dvc.yaml", "lmops", "prompts"):
+    for name in ("dvc.yaml", ".dvcignore", "lmops", "prompts"):
         src = ROOT / name
         (shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
          if src.is_dir() else shutil.copy(src, dest / name))
