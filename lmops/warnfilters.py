@@ -12,6 +12,8 @@ _LOG_NOISE: dict[str, tuple[str, ...]] = {
     # torchao ships CUDA-only extensions (_C_mxfp8, _C_cutlass_90a) and logs that it cannot load them on
     # a CPU-only machine; lmops uses none of them.
     "torchao": ("_C_mxfp8", "_C_cutlass"),
+    # torchao's int matmul kernels want Triton (a GPU compiler); on CPU the fallback is used.
+    "torchao.kernel.intmm": ("Detected no triton",),
     # torch's _pytree: torchao registers its Enum configs with register_constant(), which torch now
     # calls deprecated (natively supported); torchao's business, no effect on results.
     "torch.utils._pytree": ("is an Enum subclass and is now natively supported",),

@@ -24,6 +24,7 @@ from prefect import task
 from prefect.logging import get_run_logger
 
 from lmops.layout import STAGE_TIMES
+from lmops.progress import PREFIX as PROGRESS_PREFIX
 from lmops.progress import parse as parse_progress
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
@@ -186,9 +187,12 @@ def repro_stage(stage: str, project: str, position: str = "") -> bool:
 
     def on_line(line: str) -> None:
         seen["ran"] = seen["ran"] or f"Running stage '{stage}'" in line
-        parsed = parse_progress(line)
+        # a progress line may follow a tqdm bar's last redraw on the same line (the bar ends in no newline)
+        before, _, rest = line.partition(PROGRESS_PREFIX)
+        if before.strip():
+            log.info("%s", before.rstrip())
+        parsed = parse_progress(PROGRESS_PREFIX + rest) if rest else None
         if parsed is None:
-            log.info("%s", line)
             return
         try:
             progress.update(*parsed)
