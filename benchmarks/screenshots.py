@@ -92,7 +92,8 @@ def scheduled_run(stack, work: Path, out: Path) -> None:
     stack.procs.pop("tick").terminate()
 
 
-def live_pipeline(stack, work: Path, out: Path) -> None:
+def live_pipeline(stack, work: Path, out: Path, finish: bool = False) -> Path | None:
+    """Screenshots of the running train stage; with `finish`, wait for the run and return its project."""
     from tests.conftest import TINY
     from tests.project import make_project
 
@@ -125,16 +126,23 @@ def live_pipeline(stack, work: Path, out: Path) -> None:
         time.sleep(1)
     else:
         raise RuntimeError(f"no running train stage with logs and progress seen; see {stack.logs / 'pipeline.log'}")
-    proc.terminate()
+    if not finish:
+        proc.terminate()
+        return None
+    if proc.wait(timeout=1800):
+        raise RuntimeError(f"the pipeline failed; see {stack.logs / 'pipeline.log'}")
+    return project
 
 
-def plots_page(project: Path, out: Path, docs: Path) -> None:
+def plots_page(project: Path, out: Path, docs: Path | None) -> None:
     dvc = str(Path(sys.executable).parent / "dvc")
     with tempfile.TemporaryDirectory() as tmp:
         config = (project / ".dvc" / "config").read_text()
         template = [] if "html_template" in config else ["--html-template", str(ROOT / ".dvc/plots/offline.html")]
         subprocess.run([dvc, "plots", "show", *template, "-o", tmp], cwd=project, check=True, capture_output=True)
         shot(f"file://{tmp}/index.html", out / "dvc-plots.png", size="1300,2400", budget_ms=8000, offline=True)
+    if docs is None:
+        return
     import vl_convert
 
     plots = json.loads(subprocess.run([dvc, "plots", "show", "--json"], cwd=project, check=True,
@@ -149,11 +157,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=str(ROOT / "docs" / "screenshots"))
     ap.add_argument("--project", default=str(ROOT), help="the project whose `dvc plots show` page is shot")
     ap.add_argument("--only", choices=["schedule", "pipeline", "plots"], action="append")
+    ap.add_argument("--plots-from-run", action="store_true",
+                    help="let the tiny pipeline run finish and shoot its `dvc plots show` page (every plot, the "
+                    "image plots included) as dvc-plots.png")
     args = ap.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     only = set(args.only or ["schedule", "pipeline", "plots"])
-    if "plots" in only:
+    if "plots" in only:  # the README's image from this project's plots
         plots_page(Path(args.project), out, ROOT / "docs")
     if only & {"schedule", "pipeline"}:
         from deployments.up import Stack
@@ -168,7 +179,9 @@ def main(argv: list[str] | None = None) -> int:
                 if "schedule" in only:
                     scheduled_run(stack, Path(tmp), out)
                 if "pipeline" in only:
-                    live_pipeline(stack, Path(tmp), out)
+                    run = live_pipeline(stack, Path(tmp), out, finish=args.plots_from_run)
+                    if run is not None:  # every plot, images included, of a whole pipeline run
+                        plots_page(run, out, None)
             finally:
                 stack.stop()
     return 0
