@@ -11,6 +11,7 @@ $(STAMP): pyproject.toml requirements.lock
 	# The lock pins every transitive version that was tested; torch==2.13.0 is the local CPU wheel.
 	$(PY) -m pip install -q -r requirements.lock
 	$(PY) -m pip install -q --no-deps -e .
+	$(PY) -m lmops.plotpage  # .dvc/plots/offline.html: `dvc plots show` works offline
 	touch $(STAMP)
 
 install: $(STAMP)

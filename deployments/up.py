@@ -84,8 +84,8 @@ class Stack:
                        cwd=self.project, check=True, capture_output=True)
         self._start(f"worker-{pool}", ["prefect", "worker", "start", "--pool", pool, "--type", "process"])
 
-    def start_model_server(self, port: int, timeout: float = 120) -> str:
-        proc = self._start("model-server", ["lmops", "--root", str(self.project), "serve", "--host", LOOPBACK,
+    def start_model_server(self, port: int, timeout: float = 120, params: str = "params.yaml") -> str:
+        proc = self._start("model-server", ["lmops", "--root", str(self.project), "--params", params, "serve", "--host", LOOPBACK,
                                             "--port", str(port)])
         url = f"http://{LOOPBACK}:{port}"
         wait_http(f"{url}/health", timeout, proc)
@@ -104,6 +104,23 @@ class Stack:
                 proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, 9)
+
+
+def cancel_stale_runs(api: str) -> list[str]:
+    """Flow runs a stopped stack left PENDING or RUNNING (their worker and processes are gone) are
+    cancelled, so the UI shows no run that will never finish and concurrency limits free up."""
+    resp = httpx.post(f"{api}/flow_runs/filter", json={"flow_runs": {"state": {"type": {"any_": ["PENDING", "RUNNING",
+                                                                                        "CANCELLING"]}}}, "limit": 200},
+                      timeout=30)
+    resp.raise_for_status()
+    cancelled = []
+    for run in resp.json():
+        state = {"type": "CANCELLED", "name": "Cancelled",
+                 "message": "cancelled by `lmops up`: the stack that ran it was stopped"}
+        r = httpx.post(f"{api}/flow_runs/{run['id']}/set_state", json={"state": state, "force": True}, timeout=30)
+        if r.status_code < 300:
+            cancelled.append(run["name"])
+    return cancelled
 
 
 def deploy(stack: Stack, project: Path) -> dict:
@@ -129,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--database-url", default=os.environ.get("LMOPS_PREFECT_DATABASE_URL"),
                     help="the Prefect server's database, e.g. postgresql+asyncpg://user:pw@host:5432/prefect "
                          "(default: $LMOPS_PREFECT_DATABASE_URL, else SQLite under .lmops/prefect)")
+    ap.add_argument("--model-port", type=int, help="model server port (default: serve.port of the params file)")
     args = ap.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwind and stop the children on `kill`
     project = Path(args.root).resolve()
@@ -138,10 +156,12 @@ def main(argv: list[str] | None = None) -> int:
         stack.start_prefect()
         db = stack.env.get("PREFECT_API_DATABASE_CONNECTION_URL", "SQLite").split("@")[-1]  # no password printed
         print(f"Prefect server and UI: http://{LOOPBACK}:{stack.port} (database: {db})")
+        if (stale := cancel_stale_runs(stack.api)):
+            print(f"cancelled {len(stale)} flow run(s) a stopped stack left pending or running: {', '.join(stale)}")
         for name in sorted({pool(dep) for dep in entries()}):
             stack.start_worker(name)
         print(f"deployments: {deploy(stack, project)}")
-        url = stack.start_model_server(p.serve.port)
+        url = stack.start_model_server(args.model_port or p.serve.port, params=args.params)
         print(f"model server: {url}/v1 (champion of the registry; logs in {p.serve.log_dir})\n"
               f"process logs in {stack.logs}; Ctrl-C stops everything")
         while all(proc.poll() is None for proc in stack.procs.values()):

@@ -97,11 +97,14 @@ def add_up(sub) -> None:
         params_of(args)
         from deployments.up import main
 
-        raise SystemExit(main(["--root", args.root, "--params", args.params, "--prefect-port", str(args.prefect_port)]))
+        port = ["--model-port", str(args.model_port)] if args.model_port else []
+        raise SystemExit(main(["--root", args.root, "--params", args.params, "--prefect-port", str(args.prefect_port),
+                               *port]))
 
     p = sub.add_parser("up", help="start the local stack on loopback: Prefect server + UI, process worker, "
                        "monitoring and retraining deployments, model server")
     p.add_argument("--prefect-port", type=int, default=4200, help="Prefect server/UI port (default 4200)")
+    p.add_argument("--model-port", type=int, help="model server port (default: serve.port of the params file)")
     p.set_defaults(func=up)
 
 

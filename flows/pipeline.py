@@ -7,7 +7,7 @@ from prefect import flow
 
 from flows.scenario import scenario as drift_scenario
 from lmops.report import pipeline_stages
-from tasks.dvc import push, repro_stage
+from tasks.dvc import estimate, push, repro_stage
 from tasks.long_context import publish_long_context
 from tasks.params import validate_params
 from tasks.quantize import publish_quantization
@@ -19,8 +19,11 @@ from tasks.report import publish_report
 def lmops_pipeline(project: str = ".", push_data: bool = True, scenario: bool = True) -> dict[str, bool]:
     validate_params(project)
     ran: dict[str, bool] = {}
-    for stage in pipeline_stages(project):
-        ran[stage] = repro_stage(stage, project)
+    stages = pipeline_stages(project)
+    if (eta := estimate(project, stages)):
+        print(f"stages {', '.join(stages)}: {eta}")
+    for i, stage in enumerate(stages, 1):
+        ran[stage] = repro_stage(stage, project, position=f"{i}/{len(stages)}")
         if stage == "data" and push_data:
             push(["data"], project)  # version the dataset on the remote before training on it
     if "quantize" in ran:

@@ -29,6 +29,8 @@ BASE_METRICS = metrics("base")
 PROMPTS_METRICS = metrics("prompts")
 QUANT_METRICS = metrics("quantization")
 LONGCTX_METRICS = metrics("long_context")
+SUMMARY_METRICS = metrics("summary")  # the headline figures: what `dvc metrics show` / `dvc exp show` compare
+TIMINGS = metrics("timings")  # every duration and speed of the run: a plain output, never compared by default
 DRIFT_METRICS = metrics("drift")  # the scenario flow's summary; a top-level dvc.yaml metric, no stage's output
 
 TRAIN_LOSS = PLOTS_DIR / "train_loss"  # .csv (DVC plot) and .png
@@ -51,6 +53,7 @@ MONITOR_WINDOWS = MONITOR_STATE / "windows.json"  # every judged window (live mo
 RETRAIN_RECORDS = STATE / "retrain"
 PARAMS_CHECKED = STATE / "params.checked"  # the `check` stage's output: every other stage depends on it
 SCENARIO_SANDBOX = STATE / "drift-scenario"  # the scenario flow's sandbox project (its summary: DRIFT_METRICS)
+STAGE_TIMES = STATE / "stage_times.json"  # seconds each stage last took when it ran (`lmops run`'s estimates)
 PRODUCTION_LOGS = Path("logs/production")
 RETRAIN_SNAPSHOTS = Path("data/retrain")
 CHALLENGER = Path("models/challenger")

@@ -596,6 +596,11 @@ class DriftStageParams(Section):
     scenario: ScenarioParams = ScenarioParams()
 
 
+class SummaryParams(Section):
+    """`lmops stage summary`: metrics/summary.json, the headline figures `dvc exp show` compares."""
+    quant_tolerance: float = Field(0.01, ge=0, le=1)  # smallest scheme within this share of the baseline's perplexity
+
+
 class Params(Section):
     data: DataParams = DataParams()
     train: TrainParams = TrainParams()
@@ -607,6 +612,7 @@ class Params(Section):
     prompts: PromptsParams = PromptsParams()
     quantize: QuantizeParams = QuantizeParams()
     drift: DriftStageParams = DriftStageParams()
+    summary: SummaryParams = SummaryParams()
 
 
 def validate(raw: dict, source: str = "params.yaml", root: str | Path | None = None) -> Params:

@@ -32,6 +32,7 @@ TINY = {
                      "kb_multiple": 2, "ppl_sequences": 1, "max_new_tokens": 6, "threads": 1,
                      "rope": {"types": ["linear", "yarn"]}, "finetune": {"steps": 2, "batch_size": 2},
                      "retrieval": {"chunk_tokens": 48, "overlap": 8, "top_k": 2}},
+    "summary": {"quant_tolerance": 0.01},
 }
 
 

@@ -35,7 +35,7 @@ SKIP_STAGES: tuple[str, ...] = ()
 def make_project(dest: Path, params: dict | None = None, skip: tuple[str, ...] = SKIP_STAGES) -> Path:
     """Copy the pipeline definition and code into `dest` as a fresh git + DVC repo with tiny params."""
     dest.mkdir(parents=True, exist_ok=True)
-    for name in ("dvc.yaml", "lmops", "prompts"):
+    for name in ("dvc.yaml", ".dvcignore", "lmops", "prompts"):
         src = ROOT / name
         (shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
          if src.is_dir() else shutil.copy(src, dest / name))
@@ -48,6 +48,9 @@ def make_project(dest: Path, params: dict | None = None, skip: tuple[str, ...] =
     (dest / "params.yaml").write_text(yaml.safe_dump(params or copy.deepcopy(TINY)))
     sh(["git", "init", "-q"], dest)
     dvc(["init", "-q"], dest)
+    (dest / ".dvc" / "plots").mkdir(exist_ok=True)  # the project's plot templates (heatmap, by_method, ...)
+    for template in (ROOT / ".dvc" / "plots").glob("*.json"):
+        shutil.copy(template, dest / ".dvc" / "plots" / template.name)
     dvc(["remote", "add", "-d", "local", str(dest.parent / f"{dest.name}-remote")], dest)
     sh(["git", "add", "-A"], dest)
     sh(["git", "commit", "-qm", "init"], dest)

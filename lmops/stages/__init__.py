@@ -21,6 +21,7 @@ STAGES: dict[str, str] = {
     "prompts": "prompts",
     "quantize": "quantize",
     "long_context": "long_context",
+    "summary": "summary",
 }
 # No `drift` stage: the closed loop is the Prefect flow `lmops-scenario` (flows/scenario.py), which
 # `lmops-pipeline` runs after these stages; its summary, metrics/drift.json, is a top-level dvc.yaml metric.
