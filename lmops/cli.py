@@ -162,6 +162,8 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
 def configure_logging(level: str = "INFO") -> None:
     logging.basicConfig(level=getattr(logging, level), format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S", force=True)
+    for noisy in ("httpx", "httpcore"):  # one line per HTTP request (Prefect's API client) drowns the stage logs
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, getattr(logging, level)))
 
 
 def _trace_modules(folder: str, argv: list[str]) -> None:
