@@ -32,6 +32,24 @@ def dvc(args: list[str], cwd: Path) -> str:
 SKIP_STAGES: tuple[str, ...] = ()
 
 
+def _paths(entries) -> set[str]:
+    return {next(iter(e)) if isinstance(e, dict) else e for e in entries or []}
+
+
+def _without(stages: dict, skip: set[str]) -> dict:
+    """`stages` less those in `skip` and every stage that depends on what a left-out stage writes
+    (e.g. the summary, when a stage whose metrics it reads is left out)."""
+    kept = {k: v for k, v in stages.items() if k not in skip}
+    while True:
+        gone = {k: v for k, v in stages.items() if k not in kept}
+        made = set().union(*[_paths(v.get("outs")) | _paths(v.get("metrics")) | _paths(v.get("plots"))
+                             for v in gone.values()]) if gone else set()
+        drop = {k for k, v in kept.items() if set(v.get("deps", [])) & made}
+        if not drop:
+            return kept
+        kept = {k: v for k, v in kept.items() if k not in drop}
+
+
 def make_project(dest: Path, params: dict | None = None, skip: tuple[str, ...] = SKIP_STAGES) -> Path:
     """Copy the pipeline definition and code into `dest` as a fresh git + DVC repo with tiny params."""
     dest.mkdir(parents=True, exist_ok=True)
@@ -40,7 +58,7 @@ def make_project(dest: Path, params: dict | None = None, skip: tuple[str, ...] =
         (shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
          if src.is_dir() else shutil.copy(src, dest / name))
     spec = yaml.safe_load((dest / "dvc.yaml").read_text())
-    spec["stages"] = {k: v for k, v in spec["stages"].items() if k not in skip}
+    spec["stages"] = _without(spec["stages"], set(skip))
     (dest / "dvc.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
     # The tiny params train from scratch; the default checkpoint directory is still a declared dep.
     (dest / "models" / "pretrained").mkdir(parents=True)
