@@ -285,6 +285,9 @@ class ServeParams(Section):
     alias: str = "champion"
     fallback_dir: str = "models/base"  # served as version "unregistered" until a champion exists
     registry_store: str = ".lmops/registry"
+    # `lmops models register/promote/rollback` (and the drift retrain) then push every version's bytes to
+    # the default DVC remote and the tags to git origin (docs/scale-out.md); false: local only
+    push_registry: bool = False
     log_dir: str = "logs/production"
     log_flush_seconds: float = Field(1.0, gt=0)
     log_batch_rows: int = Field(256, ge=1)
