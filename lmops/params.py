@@ -521,6 +521,18 @@ class MonitorParams(Section):
     # with terms never seen in training).
     thresholds: dict[str, float] = Field(default_factory=_default_thresholds)
     warn_only: list[str] = Field(default_factory=_default_warn_only)  # kinds whose failing tests only warn
+    # Evidently workspace every window's snapshot is added to (lmops/monitor/workspace.py): a directory
+    # under the project, or an fsspec URI (s3://bucket/prefix, gs://...) shared by every machine; "" = none.
+    workspace: str = ".lmops/evidently"
+    # fsspec storage options for a URI workspace (endpoint_url, region_name, ...): never credentials
+    workspace_options: dict[str, str] = {}
+    # The Evidently UI on that workspace (`lmops up` starts it here): the drift-report links point into it.
+    ui_url: str = "http://127.0.0.1:8001"
+
+    @field_validator("workspace_options")
+    @classmethod
+    def _no_secret_options(cls, v: dict[str, str]) -> dict[str, str]:
+        return RetrievalParams._no_secrets(v)
 
     @field_validator("thresholds", "warn_only")
     @classmethod
