@@ -13,10 +13,8 @@ from pathlib import Path
 import pytest
 
 from lmops.errors import LmopsError
-from lmops.remote import RemoteError, pull, push, push_then_git
-from tests.project import BIN, ENV, dvc, make_project, sh
-
-FAST = ("evaluate", "prompts", "quantize", "long_context")  # data + train: enough bytes to move
+from lmops.remote import RemoteError, pull, push, remote_of
+from tests.project import BIN, ENV, dvc, sh
 
 
 def tree_hashes(root: Path) -> dict[str, str]:
@@ -24,34 +22,17 @@ def tree_hashes(root: Path) -> dict[str, str]:
             for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-def s3_remote(project: Path, s3, bucket: str, name: str = "s3") -> str:
-    url = s3.bucket(bucket) + "/dvc"
-    dvc(["remote", "add", "-f", "-d", name, url], project)
-    dvc(["remote", "modify", name, "endpointurl", s3.endpoint], project)  # no secret: credentials come from env
-    return url
-
-
 @pytest.fixture(scope="module")
-def pushed(tmp_path_factory, s3):
-    """A project that ran data + train, pushed to S3 (DVC) and to a bare git remote."""
-    base = tmp_path_factory.mktemp("scale")
-    proj = make_project(base / "proj", skip=FAST)
-    bare = base / "origin.git"
-    sh(["git", "init", "-q", "--bare", str(bare)], base)
-    sh(["git", "remote", "add", "origin", str(bare)], proj)
-    s3_remote(proj, s3, "lmops-dvc")
-    os.environ.update(s3.env)  # the dvc children inherit the credentials; params.yaml holds none
-    dvc(["repro"], proj)
-    sh(["git", "add", "-A"], proj)
-    sh(["git", "commit", "-qm", "run"], proj)
-    push_then_git(proj)
-    return proj, bare
+def pushed(pushed_tiny):
+    """A project that ran data + train, pushed to S3 (DVC) and to a bare git remote (the session's)."""
+    return pushed_tiny
 
 
 def test_push_then_pull_into_fresh_clone(pushed, s3, tmp_path):
     proj, bare = pushed
-    keys = s3.keys("lmops-dvc", "dvc/")
-    assert keys and all(k.startswith("dvc/files/md5/") for k in keys)
+    prefix = remote_of(proj).url.removeprefix("s3://lmops-dvc/") + "/"
+    keys = s3.keys("lmops-dvc", prefix)
+    assert keys and all(k.startswith(f"{prefix}files/md5/") for k in keys)
     clone = tmp_path / "clone"
     sh(["git", "clone", "-q", str(bare), str(clone)], tmp_path)
     assert not (clone / "models" / "base").exists()
@@ -160,10 +141,11 @@ def test_registry_travels_and_a_fresh_clone_serves_the_champion(pushed, s3, tmp_
     (variant / "quant-note.txt").write_text("w8 stand-in\n")
     quant = reg.register("lmops-model", variant, Lineage(parent=base.version, variant="w8"))
     lmops(["models", "promote", "lmops-model", base.version, "--push"], proj)
-    remote_keys = set(s3.keys("lmops-dvc", "dvc/"))
+    prefix = remote_of(proj).url.removeprefix("s3://lmops-dvc/") + "/"
+    remote_keys = set(s3.keys("lmops-dvc", prefix))
     for v in (base, quant):  # each version's directory object is on the remote
         md5 = yaml.safe_load(sh(["git", "show", f"{v.commit}:registry/lmops-model.dvc"], proj))["outs"][0]["md5"]
-        assert f"dvc/files/md5/{md5[:2]}/{md5[2:]}" in remote_keys, v.version
+        assert f"{prefix}files/md5/{md5[:2]}/{md5[2:]}" in remote_keys, v.version
 
     clone = tmp_path / "b"
     sh(["git", "clone", "-q", str(bare), str(clone)], tmp_path)
