@@ -91,6 +91,21 @@ class Stack:
         wait_http(f"{url}/health", timeout, proc)
         return url
 
+    def start_evidently_ui(self, workspace: str, ui_url: str, options: dict | None = None,
+                           timeout: float = 120) -> str:
+        """`evidently ui` on the drift monitor's workspace (a directory or an fsspec URI), where the
+        drift-report links of the Prefect UI point."""
+        from urllib.parse import urlparse
+
+        from lmops.monitor.workspace import fsspec_env, location
+
+        uri = location(workspace, self.project)
+        self.env.update(fsspec_env(uri, options))
+        proc = self._start("evidently-ui", ["evidently", "ui", "--workspace", uri, "--host", LOOPBACK,
+                                            "--port", str(urlparse(ui_url).port or 8001)])
+        wait_http(f"{ui_url.rstrip('/')}/api/projects", timeout, proc)
+        return ui_url
+
     def stop(self) -> None:
         """Stop our children (each started in its own session, so its own children go too)."""
         for proc in reversed(list(self.procs.values())):
@@ -161,6 +176,9 @@ def main(argv: list[str] | None = None) -> int:
         for name in sorted({pool(dep) for dep in entries()}):
             stack.start_worker(name)
         print(f"deployments: {deploy(stack, project)}")
+        mon = p.drift.monitor
+        if mon.workspace:
+            print(f"Evidently UI (drift reports): {stack.start_evidently_ui(mon.workspace, mon.ui_url, mon.workspace_options)}")
         url = stack.start_model_server(args.model_port or p.serve.port, params=args.params)
         print(f"model server: {url}/v1 (champion of the registry; logs in {p.serve.log_dir})\n"
               f"process logs in {stack.logs}; Ctrl-C stops everything")

@@ -58,13 +58,13 @@ def monitor(project: str = ".", log_dir: str = str(PRODUCTION_LOGS), state_dir: 
     reference = reference_features(state)
     current = features(logs, corpus, reference["prompt"].tolist())
     html = state / "reports" / f"{window.start:%Y%m%dT%H%M%S}.html"
-    report = drift_report(reference, current, p.monitor, str(html))
+    report = drift_report(reference, current, p.monitor, str(html), project)
     entry = record_window(state / MONITOR_WINDOWS.name, window, report["drift_detected"], report["scores"])
     if report["drift_detected"] and should_emit(state / "events.json", pd.Timestamp.now(tz="UTC"),
                                                  p.retrain.cooldown_minutes):
         entry["event_id"] = emit_drift(window, report, project, event_resource)
         print(f"drift detected in {window.start}..{window.end}: {report['failed']} -> event {entry['event_id']}")
-    return {**entry, "failed": report["failed"], "report": str(html)}
+    return {**entry, "failed": report["failed"], "report": str(html), "link": report.get("link")}
 
 
 if __name__ == "__main__":

@@ -285,6 +285,9 @@ class ServeParams(Section):
     alias: str = "champion"
     fallback_dir: str = "models/base"  # served as version "unregistered" until a champion exists
     registry_store: str = ".lmops/registry"
+    # `lmops models register/promote/rollback` (and the drift retrain) then push every version's bytes to
+    # the default DVC remote and the tags to git origin (docs/scale-out.md); false: local only
+    push_registry: bool = False
     log_dir: str = "logs/production"
     log_flush_seconds: float = Field(1.0, gt=0)
     log_batch_rows: int = Field(256, ge=1)
@@ -518,6 +521,18 @@ class MonitorParams(Section):
     # with terms never seen in training).
     thresholds: dict[str, float] = Field(default_factory=_default_thresholds)
     warn_only: list[str] = Field(default_factory=_default_warn_only)  # kinds whose failing tests only warn
+    # Evidently workspace every window's snapshot is added to (lmops/monitor/workspace.py): a directory
+    # under the project, or an fsspec URI (s3://bucket/prefix, gs://...) shared by every machine; "" = none.
+    workspace: str = ".lmops/evidently"
+    # fsspec storage options for a URI workspace (endpoint_url, region_name, ...): never credentials
+    workspace_options: dict[str, str] = {}
+    # The Evidently UI on that workspace (`lmops up` starts it here): the drift-report links point into it.
+    ui_url: str = "http://127.0.0.1:8001"
+
+    @field_validator("workspace_options")
+    @classmethod
+    def _no_secret_options(cls, v: dict[str, str]) -> dict[str, str]:
+        return RetrievalParams._no_secrets(v)
 
     @field_validator("thresholds", "warn_only")
     @classmethod

@@ -90,13 +90,15 @@ def cause(output: str) -> tuple[str, bool]:
 
 
 def transfer(op: str, project: str | Path, targets: list[str] | None = None, remote: str | None = None,
-             tries: int = 3, delay: float = 2.0, jobs: int | None = None, env: dict | None = None) -> str:
-    """`dvc push` or `dvc pull` (op) of `targets` (default: every output in dvc.lock and .dvc files)."""
+             tries: int = 3, delay: float = 2.0, jobs: int | None = None, env: dict | None = None,
+             all_tags: bool = False) -> str:
+    """`dvc push` or `dvc pull` (op) of `targets` (default: every output in dvc.lock and .dvc files);
+    with `all_tags`, of every tagged commit too (`-T`: the registry's registration commits)."""
     if op not in ("push", "pull", "fetch"):
         raise ValueError(f"unknown DVC transfer {op!r}")
     project = Path(project)
     rem = remote_of(project, remote)
-    args = [op, "-r", rem.name, *(["-j", str(jobs)] if jobs else []), *(targets or [])]
+    args = [op, "-r", rem.name, *(["-j", str(jobs)] if jobs else []), *(["-T"] if all_tags else []), *(targets or [])]
     for attempt in range(1, max(1, tries) + 1):
         proc = _run(args, project, env)
         if proc.returncode == 0:
@@ -129,6 +131,20 @@ def push_then_git(project: str | Path, git_remote: str = "origin", branch: str |
         proc = subprocess.run(["git", *args], cwd=project, capture_output=True, text=True)
         if proc.returncode:
             raise RemoteError(f"git {' '.join(args)} failed: {(proc.stderr.strip().splitlines() or ['?'])[-1]}")
+
+
+def push_registry(project: str | Path, name: str, git_remote: str = "origin", **kw) -> str:
+    """Every registered version of model `name` to the DVC remote (the objects of `registry/<name>.dvc` in
+    each tagged registration commit: `dvc push -T`), then the GTO tags to git: another clone then gets any
+    version with `lmops models get NAME@VERSION`, and `lmops serve` finds its champion after `dvc pull`."""
+    from lmops.registry.gto_registry import REGISTRY_OUT
+
+    project = Path(project)
+    out = push(project, [f"{REGISTRY_OUT}/{name}.dvc"], all_tags=True, **kw)
+    proc = subprocess.run(["git", "push", "-q", git_remote, "--tags"], cwd=project, capture_output=True, text=True)
+    if proc.returncode:
+        raise RemoteError(f"git push {git_remote} --tags failed: {(proc.stderr.strip().splitlines() or ['?'])[-1]}")
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -38,14 +38,23 @@ def features(logs: pd.DataFrame, corpus_dir: str, reference_prompts: list[str]) 
 
 
 @task(name="drift-report", cache_policy=NO_CACHE)
-def drift_report(reference: pd.DataFrame, current: pd.DataFrame, p: MonitorParams, html_path: str) -> dict:
-    """Run the Evidently report, save its HTML, publish link + table artifacts (each score beside its
-    threshold: a score passes while it is below the threshold of its kind)."""
+def drift_report(reference: pd.DataFrame, current: pd.DataFrame, p: MonitorParams, html_path: str,
+                 project: str = ".") -> dict:
+    """Run the Evidently report, save its HTML and (with `p.workspace`) its snapshot in the Evidently
+    workspace, publish link + table artifacts: the link is the snapshot's page in the Evidently UI, and
+    each score stands beside its threshold (a score passes while it is below the threshold of its kind)."""
     from lmops.monitor.drift import run_report, save_html
 
     result = run_report(reference, current, p)
     save_html(result, Path(html_path))
-    create_link_artifact(Path(html_path).resolve().as_uri(), link_text=f"Evidently drift report {Path(html_path).name}",
+    link, saved = Path(html_path).resolve().as_uri(), None
+    if p.workspace:
+        from lmops.monitor.workspace import location, save_snapshot
+
+        saved = save_snapshot(result.snapshot, location(p.workspace, project), f"window {Path(html_path).stem}",
+                              p.workspace_options)
+        link = saved.url(p.ui_url)
+    create_link_artifact(link, link_text=f"Evidently drift report {Path(html_path).stem}",
                          key="drift-report", description=f"Evidently report for window {Path(html_path).stem}")
     from lmops.monitor.descriptor import descriptors
 
@@ -56,7 +65,7 @@ def drift_report(reference: pd.DataFrame, current: pd.DataFrame, p: MonitorParam
             for k, v in result.scores.items()]
     create_table_artifact(rows, key="drift-scores", description=f"drift scores, window {Path(html_path).stem}")
     return {"drift_detected": result.drift_detected, "scores": result.scores, "failed": result.failed,
-            "warnings": result.warnings}
+            "warnings": result.warnings, "link": link, "snapshot_id": saved.snapshot_id if saved else None}
 
 
 @task(name="emit-drift-event", cache_policy=NO_CACHE)

@@ -92,3 +92,14 @@ def s3():
 
     with loopback_s3() as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def pushed_tiny(tmp_path_factory, s3):
+    """(project, bare git remote): one tiny project (code included) that ran data + train, pushed to a
+    bare git repository and to the loopback S3 remote. One `dvc repro` shared by the scale-out tests
+    (tests/test_remote_s3.py, tests/test_fanout.py); its quantization grid is one scheme per worker."""
+    from benchmarks.fanout import pushed_project
+
+    params = {**TINY, "quantize": {**TINY["quantize"], "schemes": ["bf16", "w8"]}}
+    return pushed_project(tmp_path_factory.mktemp("pushed"), s3, params)

@@ -5,20 +5,21 @@ merged into one table and one frontier, and every cell's bytes come back by hash
 from __future__ import annotations
 
 import pytest
+import yaml
 
-from tests.conftest import TINY
 from tests.postgres import pg_bin
 
 
 @pytest.mark.skipif(pg_bin() is None, reason="PostgreSQL is not installed (.ci/run installs it)")
-def test_grid_fans_out_to_two_workers_on_postgres(tmp_path, s3):
-    from benchmarks.fanout import GridHarness, pushed_project
+def test_grid_fans_out_to_two_workers_on_postgres(tmp_path, s3, pushed_tiny):
+    from benchmarks.fanout import GridHarness
     from lmops.layout import GRID_DIR, GRID_PNG
     from lmops.remote import pull
     from tests.postgres import loopback_postgres
 
-    params = {**TINY, "quantize": {**TINY["quantize"], "schemes": ["bf16", "w8"]}}  # one cell per worker
-    _, bare = pushed_project(tmp_path, s3, params)
+    proj, bare = pushed_tiny  # the session's pushed project: its grid is one scheme per worker
+    params = yaml.safe_load((proj / "params.yaml").read_text())
+    assert len(params["quantize"]["schemes"]) == 2
     with loopback_postgres() as url:
         h = GridHarness(tmp_path, bare, s3, url)
         try:

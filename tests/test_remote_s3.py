@@ -13,10 +13,8 @@ from pathlib import Path
 import pytest
 
 from lmops.errors import LmopsError
-from lmops.remote import RemoteError, pull, push, push_then_git
-from tests.project import BIN, ENV, dvc, make_project, sh
-
-FAST = ("evaluate", "prompts", "quantize", "long_context")  # data + train: enough bytes to move
+from lmops.remote import RemoteError, pull, push, remote_of
+from tests.project import BIN, ENV, dvc, sh
 
 
 def tree_hashes(root: Path) -> dict[str, str]:
@@ -24,34 +22,17 @@ def tree_hashes(root: Path) -> dict[str, str]:
             for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-def s3_remote(project: Path, s3, bucket: str, name: str = "s3") -> str:
-    url = s3.bucket(bucket) + "/dvc"
-    dvc(["remote", "add", "-f", "-d", name, url], project)
-    dvc(["remote", "modify", name, "endpointurl", s3.endpoint], project)  # no secret: credentials come from env
-    return url
-
-
 @pytest.fixture(scope="module")
-def pushed(tmp_path_factory, s3):
-    """A project that ran data + train, pushed to S3 (DVC) and to a bare git remote."""
-    base = tmp_path_factory.mktemp("scale")
-    proj = make_project(base / "proj", skip=FAST)
-    bare = base / "origin.git"
-    sh(["git", "init", "-q", "--bare", str(bare)], base)
-    sh(["git", "remote", "add", "origin", str(bare)], proj)
-    s3_remote(proj, s3, "lmops-dvc")
-    os.environ.update(s3.env)  # the dvc children inherit the credentials; params.yaml holds none
-    dvc(["repro"], proj)
-    sh(["git", "add", "-A"], proj)
-    sh(["git", "commit", "-qm", "run"], proj)
-    push_then_git(proj)
-    return proj, bare
+def pushed(pushed_tiny):
+    """A project that ran data + train, pushed to S3 (DVC) and to a bare git remote (the session's)."""
+    return pushed_tiny
 
 
 def test_push_then_pull_into_fresh_clone(pushed, s3, tmp_path):
     proj, bare = pushed
-    keys = s3.keys("lmops-dvc", "dvc/")
-    assert keys and all(k.startswith("dvc/files/md5/") for k in keys)
+    prefix = remote_of(proj).url.removeprefix("s3://lmops-dvc/") + "/"
+    keys = s3.keys("lmops-dvc", prefix)
+    assert keys and all(k.startswith(f"{prefix}files/md5/") for k in keys)
     clone = tmp_path / "clone"
     sh(["git", "clone", "-q", str(bare), str(clone)], tmp_path)
     assert not (clone / "models" / "base").exists()
@@ -125,3 +106,82 @@ def test_interrupted_pull_is_never_trusted(pushed, tmp_path):
             assert "train" in status, f"a partial models/base is not reported by dvc status: {status}"
         pull(clone)
         assert tree_hashes(clone / "models" / "base") == expected
+
+
+def lmops(args: list[str], cwd: Path, **kw) -> subprocess.CompletedProcess:
+    import sys
+
+    from tests.conftest import ROOT
+
+    proc = subprocess.run([sys.executable, "-m", "lmops.cli", "--root", str(cwd), *args], cwd=cwd, capture_output=True,
+                          text=True, env={**ENV, **os.environ, "PYTHONPATH": str(ROOT)}, **kw)
+    assert proc.returncode == 0, f"lmops {' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return proc
+
+
+def test_registry_travels_and_a_fresh_clone_serves_the_champion(pushed, s3, tmp_path):
+    """Issue 11's "done when": versions registered and promoted in project A (`--push`: their bytes to the
+    S3 remote, the tags to git); project B = `git clone` of the bare repository, then `dvc pull`, then
+    `lmops serve`, nothing in between: the champion's bytes come from DVC and a completion is served by it.
+    In B, `lmops models get NAME@VERSION` returns the exact bytes of another version (a quantized one)."""
+    import shutil
+
+    import httpx
+    import yaml
+
+    from lmops.io import OUTPUT_MARKER
+    from lmops.registry import Lineage, Registry, dir_hash
+    from tests.s3 import free_port
+
+    proj, bare = pushed
+    reg = Registry(proj)
+    base = reg.register("lmops-model", proj / "models" / "base")
+    variant = tmp_path / "w8"  # stands in for a quantized variant: other bytes, same loader
+    shutil.copytree(proj / "models" / "base", variant)
+    (variant / "quant-note.txt").write_text("w8 stand-in\n")
+    quant = reg.register("lmops-model", variant, Lineage(parent=base.version, variant="w8"))
+    lmops(["models", "promote", "lmops-model", base.version, "--push"], proj)
+    prefix = remote_of(proj).url.removeprefix("s3://lmops-dvc/") + "/"
+    remote_keys = set(s3.keys("lmops-dvc", prefix))
+    for v in (base, quant):  # each version's directory object is on the remote
+        md5 = yaml.safe_load(sh(["git", "show", f"{v.commit}:registry/lmops-model.dvc"], proj))["outs"][0]["md5"]
+        assert f"{prefix}files/md5/{md5[:2]}/{md5[2:]}" in remote_keys, v.version
+
+    clone = tmp_path / "b"
+    sh(["git", "clone", "-q", str(bare), str(clone)], tmp_path)
+    # the documented restore command (docs/scale-out.md), then serve: no step between
+    proc = subprocess.run([os.path.join(BIN, "dvc"), "pull"], cwd=clone, env={**ENV, **os.environ},
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    port = free_port()
+    import sys
+
+    from tests.conftest import ROOT
+
+    server = subprocess.Popen([sys.executable, "-m", "lmops.cli", "--root", str(clone), "serve", "--port", str(port)],
+                              cwd=clone, env={**ENV, **os.environ, "PYTHONPATH": str(ROOT)},
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + 180
+        while True:
+            assert server.poll() is None, f"lmops serve exited:\n{server.stderr.read()[-3000:]}"
+            assert time.monotonic() < deadline, "lmops serve did not start"
+            try:
+                health = httpx.get(f"{url}/health", timeout=2).json()
+                break
+            except httpx.HTTPError:
+                time.sleep(0.5)
+        r = httpx.post(f"{url}/v1/completions", json={"prompt": "Question: Who makes Kavin-123?\nAnswer:",
+                                                       "max_tokens": 2}, timeout=60)
+        assert r.status_code == 200, r.text
+        assert health["version"] == base.version  # the champion, not the fallback models/base ("unregistered")
+    finally:
+        server.terminate()
+        server.wait(30)
+    served = Registry(clone).get("lmops-model", base.version).path
+    assert dir_hash(served) == dir_hash(base.path)  # byte for byte what A registered
+
+    got = tmp_path / "got"
+    lmops(["models", "get", f"lmops-model@{quant.version}", "-o", str(got)], clone)
+    assert dir_hash(got) == dir_hash(quant.path) and (got / "quant-note.txt").is_file()
+    assert quant.lineage.model_hash in (dir_hash(got), dir_hash(got, (OUTPUT_MARKER,)))  # = the registered dir

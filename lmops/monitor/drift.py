@@ -30,6 +30,7 @@ class WindowResult:
     failed: list[str]  # critical tests that failed: drift
     warnings: list[str] = field(default_factory=list)  # non-critical tests that failed
     html: str = ""
+    snapshot: object = None  # the Evidently Snapshot (lmops.monitor.workspace saves it)
 
     @property
     def drift_detected(self) -> bool:
@@ -123,7 +124,8 @@ def run_report(reference: pd.DataFrame, current: pd.DataFrame, p: MonitorParams)
         elif t["status"] == "WARNING":
             warnings.append(name)
     scores["rows"] = len(current)
-    return WindowResult(scores=scores, failed=failed, warnings=warnings, html=snapshot.get_html_str(as_iframe=False))
+    return WindowResult(scores=scores, failed=failed, warnings=warnings, html=snapshot.get_html_str(as_iframe=False),
+                        snapshot=snapshot)
 
 
 def save_html(result: WindowResult, path: Path) -> Path:

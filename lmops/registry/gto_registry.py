@@ -57,11 +57,12 @@ class ModelVersion:
     aliases: list[str] = field(default_factory=list)
 
 
-def dir_hash(path: str | Path) -> str:
-    """md5 over the relative paths and bytes of every file: equal directories, equal hashes."""
+def dir_hash(path: str | Path, skip: tuple[str, ...] = ()) -> str:
+    """md5 over the relative paths and bytes of every file (but top-level names in `skip`): equal
+    directories, equal hashes."""
     path = Path(path)
     h = hashlib.md5()
-    for f in sorted(p for p in path.rglob("*") if p.is_file()):
+    for f in sorted(p for p in path.rglob("*") if p.is_file() and str(p.relative_to(path)) not in skip):
         h.update(str(f.relative_to(path)).encode() + b"\0")
         with f.open("rb") as fh:
             for chunk in iter(lambda: fh.read(1 << 20), b""):
@@ -248,10 +249,67 @@ class Registry:
         if version is None:
             return None
         found = next((v for v in self.versions(name, events) if v.version == version), None)
-        if found is not None and not found.path.is_dir():
-            raise InputError(f"{name}@{version} is registered but its model files are missing from {found.path} "
-                             "(the local registry store); re-register the model directory")
-        return found
+        return self.materialise(found) if found is not None else None
+
+    def materialise(self, v: ModelVersion) -> ModelVersion:
+        """`v` with its bytes in the local store: as they are, or (in a clone that did not register it)
+        checked out of DVC: `registry/<name>.dvc` of its registration commit, from the DVC cache (`dvc pull
+        --all-tags` filled it) or else fetched from the default DVC remote. Checked against the version's
+        hash before it lands in the store."""
+        if v.path.is_dir():
+            return v
+        with atomic_dir(v.path) as tmp:
+            self._dvc_get(v, tmp)
+        return v
+
+    def fetch(self, name: str, version: str, out: str | Path) -> ModelVersion:
+        """Write the bytes of `name@version` (a version or an alias) to the new directory `out`."""
+        v = self.get(name, self.alias_version(name, version) if version in ALIASES else version)
+        if v is None:
+            known = ", ".join(x.version for x in self.versions(name)) or "none"
+            raise InputError(f"{name}@{version} is not registered (registered versions: {known})")
+        with atomic_dir(out) as tmp:
+            if v.path.is_dir():
+                shutil.copytree(v.path, tmp, dirs_exist_ok=True)
+            else:
+                self._dvc_get(v, tmp)
+        return v
+
+    def _dvc_get(self, v: ModelVersion, dest: Path) -> None:
+        """The version's DVC-tracked copy (its registration commit's `registry/<name>.dvc`) into `dest`."""
+        from lmops.io import OUTPUT_MARKER
+
+        out = f"{REGISTRY_OUT}/{v.name}"
+        missing = (f"{v.name}@{v.version} is registered but its model files are neither in the local registry "
+                   f"store ({v.path}) nor tracked by DVC in its registration commit {v.commit[:8]}")
+        if not (self.root / ".dvc").is_dir():
+            raise InputError(missing + f" ({self.root} is no DVC project); re-register the model directory")
+        try:
+            _git(self.root, "cat-file", "-e", f"{v.commit}:{out}.dvc")
+        except InputError:
+            raise InputError(missing + " (registered before registry versions were DVC-tracked); re-register the "
+                             "model directory") from None
+        from dvc.fs import DVCFileSystem
+        from dvc.fs import download as dvc_download
+
+        from lmops.remote import RemoteError, cause
+
+        try:
+            fs = DVCFileSystem(repo=str(self.root), rev=v.commit)
+            got = dest / ".dvc-get"  # download() nests a directory into an existing one: fetch, then move up
+            dvc_download(fs, f"{fs.root_marker}{out}", str(got))
+            for child in got.iterdir():
+                os.replace(child, dest / child.name)
+            got.rmdir()
+        except Exception as err:  # dvc, botocore, gcsfs: one line naming what failed
+            what, _ = cause(f"{type(err).__name__}: {err}")
+            raise RemoteError(f"{v.name}@{v.version}: {out} of commit {v.commit[:8]} is neither in the DVC cache nor "
+                              f"on the default DVC remote of {self.root}: {what} (run `dvc pull --all-tags`, or "
+                              f"`lmops models register --push` where it was registered)") from None
+        got = (dir_hash(dest), dir_hash(dest, (OUTPUT_MARKER,)))
+        if v.lineage.model_hash and v.lineage.model_hash not in got:
+            raise InputError(f"{v.name}@{v.version} from DVC has hash {got[0]}, not the registered "
+                             f"{v.lineage.model_hash}: refusing it")
 
     def _wait_for_next_second(self, name: str) -> None:
         """GTO sorts stage tags by creation time in whole seconds; keep ours strictly increasing."""

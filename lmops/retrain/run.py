@@ -150,6 +150,10 @@ def register_and_gate(p: Params, root: Path, parent_version: str, full_dir: Path
             metrics=served_metrics, variant=rp.quantize, parent=full.version))
     alias = "champion" if decision.promote else "challenger"
     registry.promote(p.serve.model, served.version, alias, message=f"drift retrain: {decision.reason}")
+    if p.serve.push_registry:  # both versions' bytes to the DVC remote, the tags to git (docs/scale-out.md)
+        from lmops.remote import push_registry
+
+        push_registry(root, p.serve.model)
     record = {"version": served.version, "variant": served.lineage.variant, "full_version": full.version,
               "full_metrics": full_metrics, "alias": alias, "promoted": decision.promote, **decision.as_dict(),
               "window": window, "dataset": str(dataset), "at": datetime.now(UTC).isoformat()}
