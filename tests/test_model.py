@@ -31,6 +31,31 @@ def test_exact_match_is_case_and_space_insensitive():
     assert exact_match([" 42 bar", "no"], ["42 Bar", "yes"]) == 0.5
 
 
+def test_exact_match_takes_an_answer_that_ends_without_a_newline():
+    """An instruct model ends with a period or goes on: the answer is the prediction's start, at a word
+    boundary (issue 15 d)."""
+    preds = ["plum linen.", "Scarlet storm. The weekly check is due.", "reddish", "red", "The answer: red"]
+    assert exact_match(preds, ["plum linen", "scarlet storm", "red", "red", "red"]) == 3 / 5
+    assert exact_match([""], [""]) == 0.0
+    from lmops.prompts.harness import TASKS
+
+    assert TASKS["kb_qa"].correct("plum linen.", "plum linen")
+
+
+def test_eos_separators_are_trained_on_when_pad_is_eos():
+    """SmolLM2 pads with its EOS: padding is masked by position, so EOS separators keep their loss and
+    attention (issue 15 f)."""
+    import random
+
+    from lmops.model.train import batch_tensors, pack_rows
+
+    eos = 2
+    rows = pack_rows([[5, 6, eos], [7, 8, 9, eos]], 10, eos, random.Random(0))
+    ids, mask, labels = batch_tensors(rows)
+    assert ids.shape == (1, 10) and mask[0].tolist() == [1] * 7 + [0] * 3
+    assert (labels[0, :7] == eos).sum() == 2 and (labels[0, 7:] == -100).all()
+
+
 @pytest.mark.parametrize("arch", ["qwen2", "mistral"])
 def test_other_architectures_train_save_and_reload(tmp_path, tiny_root, arch):
     """Any Hugging Face causal-LM architecture goes through the same stages."""

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 from lmops.data import Corpus
 from lmops.data.generate import qa_text
@@ -45,8 +46,22 @@ def perplexity(model, ids: list[int], max_length: int, stride: int | None = None
     return math.exp(nll / max(1, count))
 
 
+def normalize_answer(text: str) -> str:
+    """Lower case, punctuation to spaces, whitespace collapsed: "Plum  linen." -> "plum linen"."""
+    return " ".join(re.sub(r"[^\w\s]", " ", text.lower()).split())
+
+
+def answer_matches(prediction: str, answer: str) -> bool:
+    """Whether a prediction gives `answer`: its normalized text starts with the normalized answer at a
+    word boundary. An instruct model ends an answer with a period or goes on ("scarlet storm. The
+    weekly..."), not always with a newline; "reddish" does not answer "red"."""
+    pred, gold = normalize_answer(prediction), normalize_answer(answer)
+    return bool(gold) and (pred == gold or pred.startswith(gold + " "))
+
+
 def exact_match(predictions: list[str], answers: list[str]) -> float:
-    hits = sum(p.strip().lower() == a.strip().lower() for p, a in zip(predictions, answers))
+    """Share of predictions that give their answer (`answer_matches`): the exact match of every stage."""
+    hits = sum(answer_matches(p, a) for p, a in zip(predictions, answers))
     return hits / max(1, len(answers))
 
 
