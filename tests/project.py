@@ -29,7 +29,8 @@ def dvc(args: list[str], cwd: Path) -> str:
 
 # The drift stage's scenario starts its own Prefect server, worker and model server; it is driven end
 # to end by tests/test_drift_loop.py, so the pipeline-level tests leave it out to stay fast.
-SKIP_STAGES = ("drift",)
+# real_model imports a 135M-parameter model from its PyPI package: tests/test_real_model.py drives it.
+SKIP_STAGES = ("drift", "real_model")
 
 
 def make_project(dest: Path, params: dict | None = None, skip: tuple[str, ...] = SKIP_STAGES) -> Path:

@@ -197,3 +197,41 @@ def test_one_registration_adds_a_method(tiny_root, tiny_model, tmp_path):
     finally:
         registry.METHODS.clear()
         registry.METHODS.update(before)
+
+
+def test_quantized_kv_cache_quantizes_each_token_once(tiny_model):
+    """Decoding through the quantized cache is linear: a flush quantizes only the residual block and
+    appends its codes; no token is re-quantized (issue 15 g)."""
+    import torch
+
+    from lmops.quant.config import KVCacheConfig
+    from lmops.quant.kv import cache_bytes, new_cache
+
+    model, _ = tiny_model
+    kv = KVCacheConfig(bits=8, group_size=16, residual=8)
+    cache = new_cache(model, kv)
+    layer_cls = type(cache.layers[0])
+    quantized = []
+    orig = layer_cls._quantize
+
+    def counting(self, tensor, axis):
+        quantized.append(tensor.shape[-2])
+        return orig(self, tensor, axis)
+
+    layer_cls._quantize = counting
+    ids = torch.randint(2, 200, (1, 60), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        out = model(input_ids=ids[:, :4], past_key_values=cache, use_cache=True)
+        for t in range(4, 60):  # one token at a time, as decoding does
+            out = model(input_ids=ids[:, t:t + 1], past_key_values=cache, use_cache=True)
+    layers = model.config.num_hidden_layers
+    per_layer_kv = sum(quantized) // (2 * layers)  # tokens quantized per layer, keys (= values)
+    keys = cache.layers[0].keys
+    residual = keys.shape[-2] if keys.dim() == 4 else 0
+    assert per_layer_kv == 60 - residual  # each token once; the rest is the full-precision residual
+    assert max(quantized) <= 8 and cache.layers[0].cumulative_length == 60
+    assert cache_bytes(cache) > 0 and torch.isfinite(out.logits).all()
+    # the same logits as one forward pass through the full-precision cache, up to 8-bit rounding
+    with torch.no_grad():
+        ref = model(input_ids=ids).logits[0, -1]
+    assert torch.nn.functional.cosine_similarity(out.logits[0, -1], ref, dim=0) > 0.98

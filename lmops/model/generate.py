@@ -32,14 +32,16 @@ def generate_rows(model, tokenizer, rows: list[list[int]], max_new_tokens: int, 
     from tqdm.auto import tqdm
 
     kwargs = {"do_sample": False, **generate_kwargs}
+    cache_factory = kwargs.pop("cache_factory", None)  # model -> a fresh cache for each generate() call
     if "stop_strings" in kwargs:
         kwargs["tokenizer"] = tokenizer  # transformers matches stop strings through the tokenizer
     out: list[str] = []
     for i in tqdm(range(0, len(rows), batch_size), desc=desc, disable=not progress, leave=False):
         ids, mask = left_pad(rows[i:i + batch_size], tokenizer.pad_token_id)
         with torch.no_grad():
-            gen = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
-                                 pad_token_id=tokenizer.pad_token_id, **kwargs)
+            extra = {"past_key_values": cache_factory(model)} if cache_factory else {}
+            gen = model.generate(input_ids=ids.to(model.device), attention_mask=mask.to(model.device),
+                                 max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id, **kwargs, **extra)
         texts = tokenizer.batch_decode(gen[:, ids.shape[1]:], skip_special_tokens=True)
         out += [cut(t) if cut else t for t in texts]
     return out

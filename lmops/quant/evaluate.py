@@ -32,10 +32,13 @@ def eval_data(corpus, tokenizer, qp) -> EvalData:
 def _timed_decode(model, ids, tokens: int, gen_kwargs: dict) -> float:
     import torch
 
+    from lmops.quant.kv import decode_args
+
+    args = decode_args(model, gen_kwargs)
     with torch.no_grad():
         start = time.perf_counter()
         model.generate(ids, max_new_tokens=tokens, min_new_tokens=tokens, do_sample=False,
-                       pad_token_id=model.config.eos_token_id, **gen_kwargs)
+                       pad_token_id=model.config.eos_token_id, **args)
         return tokens / (time.perf_counter() - start)
 
 

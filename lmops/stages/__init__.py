@@ -21,6 +21,7 @@ STAGES: dict[str, str] = {
     "quantize": "quantize",
     "long_context": "long_context",
     "drift": "drift",
+    "real_model": "real_model",
 }
 
 
