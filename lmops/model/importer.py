@@ -122,6 +122,7 @@ def _load(src: Source):
 def model_card(src: Source, digest: str, model, tokenizer, license_: str) -> str:
     c = model.config
     params = sum(p.numel() for p in model.parameters())
+    theta = getattr(c, "rope_theta", None) or (getattr(c, "rope_parameters", None) or {}).get("rope_theta")
     origin = ("The weights were 4-bit (GGUF) before this import and were de-quantized to float32: they carry "
               "4-bit rounding, so int4 results on this model start from weights that were 4-bit once, and "
               "its full-precision quality is below the original release's."
@@ -132,7 +133,7 @@ def model_card(src: Source, digest: str, model, tokenizer, license_: str) -> str
             f"- architecture: {type(model).__name__} ({c.model_type}), {params:,} parameters, "
             f"{c.num_hidden_layers} layers, hidden {c.hidden_size}, {c.num_attention_heads} heads / "
             f"{c.num_key_value_heads} KV heads, vocab {c.vocab_size:,}, native context "
-            f"{c.max_position_embeddings:,}, rope_theta {getattr(c, 'rope_theta', None) or (getattr(c, 'rope_parameters', None) or {}).get('rope_theta')}, "
+            f"{c.max_position_embeddings:,}, rope_theta {theta}, "
             f"tied embeddings: {bool(getattr(c, 'tie_word_embeddings', False))}\n"
             f"- chat template: {'yes' if tokenizer.chat_template else 'no'}\n\n"
             f"## Origin\n\n{origin}\n")
