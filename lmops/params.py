@@ -144,6 +144,17 @@ class LongContextParams(Section):
     finetune: PIFinetuneParams = PIFinetuneParams()
     nbce: NBCEParams = NBCEParams()
     retrieval: RetrievalParams = RetrievalParams()
+    # The context the multiples above count in: 0 = the model's max_position_embeddings (a released model's
+    # 8,192 would make 65k-token prompts); set it, and max_tokens, to what the machine can run.
+    trained_context: int = Field(0, ge=0)
+    max_tokens: int = Field(16384, ge=64)  # longest prompt or fine-tune row allowed, in tokens
+
+    def prompt_lengths(self, trained: int) -> dict[str, int]:
+        """Tokens of the longest prompt or row each setting asks for, at `trained` context."""
+        out = {"lengths": max(self.lengths) * trained, "kb_multiple": self.kb_multiple * trained}
+        if self.finetune.steps:
+            out["finetune.length_multiple"] = int(self.finetune.length_multiple * trained)
+        return out
 
     @model_validator(mode="after")
     def _ranges(self) -> "LongContextParams":
