@@ -307,6 +307,9 @@ class QuantizeParams(Section):
     methods: QuantMethodsParams = Field(default_factory=QuantMethodsParams)  # one section per method
     kv: KVQuantParams = KVQuantParams()
     calib_sequences: int = Field(8, ge=1)  # max_length windows of the val split (GPTQ, SmoothQuant)
+    # What GPTQ / SmoothQuant calibrate on: "corpus" (the val split, for the model trained on it) or
+    # "text:PATH" (a text file, relative to the project root: general English for a released model).
+    calibration: str = Field("corpus", pattern=r"^(corpus|text:.+)$")
     kv_chunk: int = Field(32, ge=1)  # prefill step when scoring through a quantized cache
     max_length: int = Field(256, ge=16)  # perplexity window (= stride) and fine-tune context
     ppl_tokens: int = Field(4096, ge=64)  # held-out (test split) tokens scored

@@ -235,3 +235,38 @@ def test_quantized_kv_cache_quantizes_each_token_once(tiny_model):
     with torch.no_grad():
         ref = model(input_ids=ids).logits[0, -1]
     assert torch.nn.functional.cosine_similarity(out.logits[0, -1], ref, dim=0) > 0.98
+
+
+def test_calibration_is_a_param_that_suits_the_model(tmp_path, tiny_params, tiny_corpus):
+    """quantize.calibration: the corpus' val split, or a text file such as the shipped English text
+    (issue 15 h)."""
+    from lmops.io import InputError
+    from lmops.params import ParamsError, validate
+    from lmops.quant.build import calibration_texts
+    from tests.conftest import ROOT, TINY
+
+    qp = tiny_params.quantize
+    assert calibration_texts(qp, tiny_corpus)[0] == tiny_corpus.split(tiny_corpus.documents, "val")[0]["text"]
+    english = qp.model_copy(update={"calibration": "text:data/english/calibration.txt"})
+    paras = calibration_texts(english, tiny_corpus, ROOT)
+    assert len(paras) > 10 and "assignment" in " ".join(paras)
+    with pytest.raises(InputError, match="not a file"):
+        calibration_texts(english, tiny_corpus, tmp_path)
+    with pytest.raises(ParamsError, match="quantize.calibration"):
+        validate({**TINY, "quantize": {**TINY["quantize"], "calibration": "val"}})
+
+
+def test_every_variant_reports_its_float_embedding(tiny_model, caplog):
+    """The tied embedding stays in float under every scheme: a warning and a report field say how much
+    of the weight bytes it is (issue 15 i)."""
+    import logging
+
+    from lmops.quant.evaluate import float_embedding
+
+    model, _ = tiny_model
+    emb = model.get_input_embeddings().weight
+    total = sum(p.numel() * p.element_size() for p in model.parameters())
+    with caplog.at_level(logging.WARNING, logger="lmops.quant.evaluate"):
+        n, share = float_embedding(model, total, "w8")
+    assert n == emb.numel() * emb.element_size() and 0 < share < 1
+    assert "w8: the tied (input + LM head) embedding stays float32" in caplog.text
