@@ -68,11 +68,19 @@ class InductionParams(Section):
         return self
 
 
+class LoraTrainParams(Section):
+    """LoRA (peft) instead of a full fine-tune: the adapter is merged into the saved model."""
+    rank: int = Field(8, ge=1)
+    alpha: int = Field(16, ge=1)
+    targets: list[str] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
 class TrainParams(Section):
     # "scratch", or a Hugging Face causal-LM directory (the committed checkpoint, or your own model).
     base: str = "models/pretrained"
     arch: ArchParams = ArchParams()
     context: int = Field(256, ge=32)  # the trained context length, in tokens
+    lora: LoraTrainParams | None = None  # set: LoRA fine-tune of `base`, merged before saving
     steps: int = Field(200, ge=1)
     batch_size: int = Field(16, ge=1)
     lr: float = Field(3e-4, gt=0, lt=1)
@@ -98,6 +106,11 @@ class EvaluateParams(Section):
     ppl_tokens: int = Field(20000, ge=256)  # validation tokens scored for perplexity
     max_new_tokens: int = Field(12, ge=1)
     threads: int = Field(2, ge=1)
+    # Recall and KB-QA prompts go through the tokenizer's chat template when it has one ("auto"; an
+    # instruct model answers an untemplated prompt with nothing), or never.
+    chat: Literal["auto", "never"] = "auto"
+    # Held-out perplexity on real English too: a text file (relative to the project root); "" = none.
+    english_text: str = ""
 
 
 class RopeParams(Section):

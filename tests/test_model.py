@@ -144,3 +144,61 @@ def _split(row: list[int], sep: int) -> list[list[int]]:
     for t in row:
         out.append([]) if t == sep else out[-1].append(t)
     return out[1:-1]  # blocks between separators, whole
+
+
+CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+          "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+
+
+def test_evaluation_asks_a_chat_model_through_its_template(tiny_model, tiny_corpus):
+    """An instruct model answers through its chat template; the embedded model (none) keeps the QA
+    format (issue 15 a, evaluation side)."""
+    import copy
+
+    from lmops.model.evaluate import evaluate_base, kb_qa_items, recall_items
+
+    model, tok = tiny_model
+    plain, _ = kb_qa_items(tiny_corpus, "test", 2)
+    assert plain[0].endswith("\nAnswer:") and "<|im_start|>" not in plain[0]
+    chat_tok = copy.deepcopy(tok)
+    chat_tok.chat_template = CHATML
+    chat, answers = kb_qa_items(tiny_corpus, "test", 2, chat_tok)
+    assert chat[0].startswith("<|im_start|>user\n") and chat[0].endswith("<|im_start|>assistant\n")
+    rec, _ = recall_items(tiny_corpus, "test", 1, chat_tok)
+    lead = tiny_corpus.split(tiny_corpus.recall, "test")[0]["lead"]
+    assert rec[0].endswith("<|im_start|>assistant\n" + lead)
+    m = evaluate_base(model, chat_tok, tiny_corpus, context=96, ppl_tokens=256, max_items=2, max_new_tokens=2,
+                      progress=False)
+    assert m["chat_template"] is True
+    assert evaluate_base(model, tok, tiny_corpus, context=96, ppl_tokens=256, max_items=2, max_new_tokens=2,
+                         progress=False)["chat_template"] is False
+
+
+def test_device_auto_is_cpu_without_a_gpu_and_cuda_is_refused(monkeypatch, tmp_path, tiny_root):
+    """`device: auto` picks CUDA when present, else CPU (issue 15 build 3, checked on CPU)."""
+    import torch
+
+    from lmops.model.build import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto") == "cpu" and resolve_device("cpu") == "cpu"
+    with pytest.raises(InputError, match="no CUDA"):
+        resolve_device("cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_device("auto") == "cuda"
+    model, _ = load_model(tiny_root / "models" / "base", device="cpu")
+    assert model.device.type == "cpu"
+
+
+def test_lora_fine_tune_is_merged_into_the_saved_model(tmp_path, tiny_root):
+    """train.lora: a LoRA (peft) fine-tune of a model directory, merged before saving."""
+    from lmops.stages.train import run as stage_train
+
+    raw = json.loads(json.dumps(TINY))
+    raw["train"].update(base=str(tiny_root / "models" / "base"), steps=2, lora={"rank": 2, "alpha": 4})
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "corpus").symlink_to(tiny_root / "data" / "corpus")
+    stats = stage_train(validate(raw), tmp_path)
+    assert stats["lora"]["rank"] == 2 and stats["device"] == "cpu"
+    model, _ = load_model(tmp_path / "models" / "base")
+    assert not any("lora" in n for n, _ in model.named_parameters())

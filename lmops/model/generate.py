@@ -10,6 +10,19 @@ def first_line(text: str) -> str:
     return text.split("\n", 1)[0].strip()
 
 
+def has_chat_template(tokenizer) -> bool:
+    return bool(getattr(tokenizer, "chat_template", None))
+
+
+def chat_prompt(tokenizer, content: str, lead: str = "", system: str | None = None) -> str:
+    """`content` as one user turn through the tokenizer's chat template, the assistant turn opened
+    (and started with `lead`, when given, which the model continues). Text with the template's
+    special tokens; tokenize it with `add_special_tokens=False`."""
+    messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": content}]
+    text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    return text + lead
+
+
 def left_pad(rows: list[list[int]], pad_id: int):
     """(ids, mask), both (B, T) long tensors, for token rows of different lengths."""
     import torch

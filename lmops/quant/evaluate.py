@@ -47,7 +47,9 @@ def eval_data(corpus, tokenizer, qp) -> EvalData:
 
     test = token_stream(tokenizer, [d["text"] for d in corpus.split(corpus.documents, "test")], qp.ppl_tokens)
     ood = token_stream(tokenizer, [r["text"] for r in corpus.ood], qp.ood_tokens)
-    prompts, answers = kb_qa_items(corpus, "test", qp.qa_items)
+    from lmops.model.generate import has_chat_template
+
+    prompts, answers = kb_qa_items(corpus, "test", qp.qa_items, tokenizer if has_chat_template(tokenizer) else None)
     return EvalData(test, ood, prompts, answers, test[:32])
 
 
