@@ -76,7 +76,13 @@ def new_cache(model, kv: KVCacheConfig | None):
     if kv is None:
         return DynamicCache(config=model.config)
     args = cache_kwargs(kv)
-    cache = QuantizedCache(config=model.config, **args)
+    try:
+        cache = QuantizedCache(config=model.config, **args)
+    except ValueError as err:  # e.g. Gemma 3's sliding-window layers
+        from lmops.quant.config import QuantError
+
+        raise QuantError(f"{model.config.model_type}: a quantized KV cache needs full attention in every layer "
+                         f"({err})") from None
     layer = _append_layer_class()
     cache.layers = [layer(nbits=args["nbits"], axis_key=args["axis_key"], axis_value=args["axis_value"],
                           q_group_size=args["q_group_size"], residual_length=args["residual_length"])
