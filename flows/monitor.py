@@ -15,16 +15,18 @@ import pandas as pd
 from prefect import flow
 from prefect.logging import get_run_logger
 
+from lmops.layout import MONITOR_STATE, MONITOR_WINDOWS, PRODUCTION_LOGS
 from lmops.monitor.logs import Window
 from tasks.monitor import drift_report, emit_drift, features, load_window
 from tasks.params import validate_params
 
 
 @flow(name="lmops-monitor", log_prints=True)
-def monitor(project: str = ".", log_dir: str = "logs/production", state_dir: str = ".lmops/monitor",
-            start: datetime | None = None, end: datetime | None = None,
-            metrics_path: str = "metrics/drift.json") -> dict:
-    """Judge the window [start, end) (default: the last `window_minutes` up to now)."""
+def monitor(project: str = ".", log_dir: str = str(PRODUCTION_LOGS), state_dir: str = str(MONITOR_STATE),
+            start: datetime | None = None, end: datetime | None = None, event_resource: str = "lmops.monitor") -> dict:
+    """Judge the window [start, end) (default: the last `window_minutes` up to now). Every judged
+    window is appended to `<state_dir>/windows.json` (monitor state, not a DVC metric); a drift event's
+    resource is `<event_resource>.<project directory name>`."""
     from lmops.monitor.window import (
         champion_version,
         new_reference_reason,
@@ -57,10 +59,10 @@ def monitor(project: str = ".", log_dir: str = "logs/production", state_dir: str
     current = features(logs, corpus, reference["prompt"].tolist())
     html = state / "reports" / f"{window.start:%Y%m%dT%H%M%S}.html"
     report = drift_report(reference, current, p.monitor, str(html))
-    entry = record_window(root / metrics_path, window, report["drift_detected"], report["scores"])
+    entry = record_window(state / MONITOR_WINDOWS.name, window, report["drift_detected"], report["scores"])
     if report["drift_detected"] and should_emit(state / "events.json", pd.Timestamp.now(tz="UTC"),
                                                  p.retrain.cooldown_minutes):
-        entry["event_id"] = emit_drift(window, report, project)
+        entry["event_id"] = emit_drift(window, report, project, event_resource)
         print(f"drift detected in {window.start}..{window.end}: {report['failed']} -> event {entry['event_id']}")
     return {**entry, "failed": report["failed"], "report": str(html)}
 

@@ -38,20 +38,35 @@ def cmd_params(args) -> None:
 
 
 def cmd_serve(args) -> None:
+    from lmops.params import validate
     from lmops.serve import serve
 
-    p = params_of(args).serve
+    params = params_of(args)
     overrides = {k: v for k, v in {"host": args.host, "port": args.port}.items() if v is not None}
-    serve(p.model_copy(update=overrides), Path(args.root))
+    if overrides:  # validated like params.yaml (a host is an IP or a hostname; ports 0..65535)
+        raw = params.model_dump(mode="json")
+        raw["serve"].update(overrides)
+        params = validate(raw, "--host/--port", root=args.root)
+    serve(params.serve, Path(args.root))
 
 
 def cmd_simulate(args) -> None:
+    from lmops.params import validate
     from lmops.serve.simulate import simulate
 
     p = params_of(args)
-    sim = p.simulate.model_copy(update={k: v for k, v in {"url": args.url, "requests": args.requests}.items()
-                                        if v is not None})
+    raw = p.simulate.model_dump(mode="json")
+    raw.update({k: v for k, v in {"url": args.url, "requests": args.requests}.items() if v is not None})
+    for drift in DRIFTS:  # --topic-share 0.3 --topic-onset 500 ...
+        for field in ("share", "onset", "onset_seconds"):
+            value = getattr(args, f"{drift}_{field}")
+            if value is not None:
+                raw[drift][field] = value
+    sim = validate({"simulate": raw}, "params.yaml with the simulate flags").simulate  # checks shares sum to <= 1
     print(simulate(sim, Path(args.root)).table())
+
+
+DRIFTS = ("topic", "style", "ood")  # simulate.<drift>: {share, onset, onset_seconds}
 
 
 def cmd_models(args) -> None:
@@ -138,6 +153,10 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     p = sub.add_parser("simulate", help="send simulated traffic, with drift, to a server (the `simulate` section)")
     p.add_argument("--url", help="override simulate.url")
     p.add_argument("--requests", type=int, help="override simulate.requests")
+    for drift, what in zip(DRIFTS, ("never-seen equipment", "chat-style phrasing", "out-of-domain text")):
+        p.add_argument(f"--{drift}-share", type=float, help=f"override simulate.{drift}.share (share of {what})")
+        p.add_argument(f"--{drift}-onset", type=int, help=f"override simulate.{drift}.onset (request index)")
+        p.add_argument(f"--{drift}-onset-seconds", type=float, help=f"override simulate.{drift}.onset_seconds")
     p.set_defaults(func=cmd_simulate)
 
     p = sub.add_parser("import-model", help="import a pretrained model (the `real_model` section: SmolLM2-135M-"

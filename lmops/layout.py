@@ -31,7 +31,9 @@ BASE_METRICS = metrics("base")
 PROMPTS_METRICS = metrics("prompts")
 QUANT_METRICS = metrics("quantization")
 LONGCTX_METRICS = metrics("long_context")
-DRIFT_METRICS = metrics("drift")
+SUMMARY_METRICS = metrics("summary")  # the headline figures: what `dvc metrics show` / `dvc exp show` compare
+TIMINGS = metrics("timings")  # every duration and speed of the run: a plain output, never compared by default
+DRIFT_METRICS = metrics("drift")  # the scenario flow's summary; a top-level dvc.yaml metric, no stage's output
 
 TRAIN_LOSS = PLOTS_DIR / "train_loss"  # .csv (DVC plot) and .png
 PRETRAIN_LOSS = PLOTS_DIR / "pretrain_loss"
@@ -49,8 +51,18 @@ LONGCTX_PPL_CSV = PLOTS_DIR / "long_context_ppl.csv"
 STATE = Path(".lmops")
 REGISTRY_STORE = STATE / "registry"
 MONITOR_STATE = STATE / "monitor"
+MONITOR_WINDOWS = MONITOR_STATE / "windows.json"  # every judged window (live monitoring; never a DVC metric)
 RETRAIN_RECORDS = STATE / "retrain"
-SCENARIO_SANDBOX = STATE / "drift-scenario"
+PARAMS_CHECKED = STATE / "params.checked"  # the `check` stage's output: every other stage depends on it
+SCENARIO_SANDBOX = STATE / "drift-scenario"  # the scenario flow's sandbox project (its summary: DRIFT_METRICS)
+STAGE_TIMES = STATE / "stage_times.json"  # seconds each stage last took when it ran (`lmops run`'s estimates)
 PRODUCTION_LOGS = Path("logs/production")
 RETRAIN_SNAPSHOTS = Path("data/retrain")
 CHALLENGER = Path("models/challenger")
+
+# Fan-out (docs/scale-out.md): one flow run per quantization scheme or long-context method, each on a
+# worker in its own clone; its outputs are `dvc add`ed under GRID_DIR/<kind>/<item> and pushed, and the
+# merged table and frontier are written here.
+GRID_DIR = Path("models/grid")
+GRID_REPORT = REPORTS_DIR / "grid_{kind}.md"
+GRID_PNG = PLOTS_DIR / "grid_{kind}.png"

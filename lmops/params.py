@@ -5,17 +5,114 @@ instead of an hour into training.
 """
 from __future__ import annotations
 
+import math
+import os
 from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from lmops.errors import ParamsError  # noqa: F401  (re-exported: validation raises it)
+
+# Bounds every section gets (Section._bounded), so an accepted value never crashes a stage later:
+MAX_THREADS = max(64, 4 * (os.cpu_count() or 1))  # any field named `threads`
+MAX_SEED = 2**32 - 1  # numpy's limit; any field named `seed` or ending in `_seed`
+MAX_INT = 2**31 - 1  # every other integer (counts, steps, sizes): larger is a typo
+MAX_FLOAT = 1e12  # floats must also be finite
+
+
+def _bounded_value(name: str, value):
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        if name == "threads" or name.endswith("_threads"):
+            if not 1 <= value <= MAX_THREADS:
+                raise ValueError(f"must be between 1 and {MAX_THREADS} threads")
+        elif name == "seed" or name.endswith("_seed"):
+            if not 0 <= value <= MAX_SEED:
+                raise ValueError(f"must be between 0 and {MAX_SEED}")
+        elif abs(value) > MAX_INT:
+            raise ValueError(f"must be at most {MAX_INT} in magnitude")
+    elif isinstance(value, float):
+        if not math.isfinite(value) or abs(value) > MAX_FLOAT:
+            raise ValueError(f"must be a finite number at most {MAX_FLOAT:g} in magnitude")
+    elif isinstance(value, str):
+        if "\x00" in value:
+            raise ValueError("must not contain a NUL character")
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            _bounded_value(name, v)
+    elif isinstance(value, dict):
+        for v in value.values():
+            _bounded_value(name, v)
+    return value
 
 
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _bounded(cls, value, info: ValidationInfo):
+        return _bounded_value(info.field_name or "", value)
+
+
+# Top-level project folders and stage outputs that no output path param may name.
+_RESERVED = {".git", ".dvc", ".lmops", "lmops", "flows", "tasks", "tests", "deployments", "data", "models",
+             "metrics", "plots", "reports", "prompts", "data/corpus", "models/base", "models/quantized",
+             "data/long_context_index", "dvc.yaml", "dvc.lock", "params.yaml"}
+
+
+def _input_path(value: str) -> str:
+    """A path param naming an input: not empty (it may lie anywhere)."""
+    if not value.strip():
+        raise ValueError("must name a path, not be empty")
+    return value
+
+
+def _output_path(value: str, info: ValidationInfo, reserved: set[str] = _RESERVED) -> str:
+    """A path param naming an output (a directory or file lmops writes and may replace). It must not be
+    empty, the project root or an ancestor of it, the home directory, or a project folder or another
+    stage's output (`_RESERVED`); a relative path must stay inside the project (`..` may not escape
+    it). Writing outside the project is explicit: an absolute path (still never `/`, the home
+    directory, the project root or their ancestors). The root is the params file's folder."""
+    import posixpath
+
+    if not value.strip():
+        raise ValueError("must name an output path, not be empty (an empty path is the project root)")
+    root = Path((info.context or {}).get("root") or ".").resolve()
+    if os.path.isabs(value):
+        target = Path(os.path.normpath(value))
+        home = Path.home().resolve()
+        if target == Path(target.anchor) or root.is_relative_to(target) or home.is_relative_to(target):
+            raise ValueError(f"{value!r} is the filesystem root, the home directory, the project root or one "
+                             "of their ancestors: name a folder of its own")
+        return value
+    norm = posixpath.normpath(value.replace(os.sep, "/"))
+    if norm == ".":
+        raise ValueError(f"{value!r} is the project root: name a folder inside it")
+    if norm == ".." or norm.startswith("../"):
+        raise ValueError(f"{value!r} escapes the project; use an absolute path to write outside it on purpose")
+    if norm in reserved or norm.split("/")[0] in (".git", ".dvc"):
+        raise ValueError(f"{value!r} is a project folder or another stage's output, not a place for this one")
+    return value
+
+
+def _check_host(value: str) -> str:
+    """An IP address or a hostname (RFC 1123 labels), nothing else."""
+    import ipaddress
+    import re
+
+    try:
+        ipaddress.ip_address(value)
+        return value
+    except ValueError:
+        pass
+    label = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
+    if not value or len(value) > 253 or not all(label.fullmatch(part) for part in value.rstrip(".").split(".")):
+        raise ValueError(f"{value!r} is neither an IP address nor a hostname")
+    return value
 
 
 class DataParams(Section):
@@ -91,6 +188,11 @@ class TrainParams(Section):
     induction: InductionParams = InductionParams()
     repeat_share: float = Field(0.0, ge=0, lt=1)  # share of corpus-phase rows that are repeats (keeps copying)
 
+    @field_validator("base")
+    @classmethod
+    def _base_path(cls, value: str) -> str:
+        return _input_path(value)
+
 
 class PretrainParams(TrainParams):
     """The long from-scratch run behind the committed checkpoint (`lmops pretrain`)."""
@@ -99,6 +201,11 @@ class PretrainParams(TrainParams):
     steps: int = Field(1000, ge=1)
     lr: float = Field(2e-3, gt=0, lt=1)
     warmup: int = Field(100, ge=0)
+
+    @field_validator("out")
+    @classmethod
+    def _out_path(cls, value: str, info: ValidationInfo) -> str:
+        return _output_path(value, info, _RESERVED - {"models/pretrained"})
 
 
 class EvaluateParams(Section):
@@ -140,6 +247,22 @@ class RetrievalParams(Section):
     top_k: int = Field(3, ge=1)
     mode: Literal["vector", "fts", "hybrid"] = "hybrid"
     rrf_k: int = Field(60, ge=1)  # reciprocal-rank fusion constant
+    # Where the LanceDB tables live: "" = data/long_context_index (the stage's DVC output), or an
+    # object-store URI (s3://bucket/prefix, gs://bucket/prefix) shared by every machine (docs/scale-out.md).
+    index: str = ""
+    # Object-store options for `index` (endpoint, region, allow_http): never credentials, which come from
+    # the environment (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, GOOGLE_APPLICATION_CREDENTIALS, ...).
+    storage_options: dict[str, str] = {}
+
+    @field_validator("storage_options")
+    @classmethod
+    def _no_secrets(cls, v: dict[str, str]) -> dict[str, str]:
+        secret = sorted(k for k in v if any(w in k.lower() for w in ("secret", "key", "token", "password",
+                                                                     "credential", "session")))
+        if secret:
+            raise ValueError(f"storage_options {secret} look like credentials: keep them out of params.yaml "
+                             "and set them in the environment (e.g. AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY)")
+        return v
 
 
 class LongContextParams(Section):
@@ -201,6 +324,21 @@ class ServeParams(Section):
     prompt_hook: str = "registry"
     prompt_ref: str = "kb_qa@production"  # NAME@ALIAS or NAME@VERSION in the prompt registry
 
+    @field_validator("host")
+    @classmethod
+    def _host(cls, value: str) -> str:
+        return _check_host(value)
+
+    @field_validator("registry_store", "log_dir")
+    @classmethod
+    def _outputs(cls, value: str, info: ValidationInfo) -> str:
+        return _output_path(value, info)
+
+    @field_validator("fallback_dir")
+    @classmethod
+    def _inputs(cls, value: str) -> str:
+        return _input_path(value)
+
 
 class DriftParams(Section):
     share: float = Field(0.0, ge=0, le=1)  # share of requests of this kind once it has started
@@ -222,6 +360,21 @@ class SimulateParams(Section):
     topic: DriftParams = DriftParams()  # entities and documents the model never saw
     style: DriftParams = DriftParams()  # the same questions, phrased the way people type
     ood: DriftParams = DriftParams()  # out-of-domain text
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        from urllib.parse import urlsplit
+
+        try:
+            parts = urlsplit(value)
+            parts.port  # noqa: B018  (raises on a bad port)
+        except ValueError as err:
+            raise ValueError(f"{value!r} is not a URL: {err}") from None
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"{value!r} is not an http(s) URL with a host")
+        _check_host(parts.hostname)
+        return value
 
     @model_validator(mode="after")
     def _shares(self) -> "SimulateParams":
@@ -288,6 +441,16 @@ class PromptsParams(Section):
     loop: PromptLoopParams = PromptLoopParams()
     router: RouterParams = RouterParams()
 
+    @field_validator("model", "templates")
+    @classmethod
+    def _inputs(cls, value: str) -> str:
+        return _input_path(value)
+
+    @field_validator("registry")
+    @classmethod
+    def _outputs(cls, value: str, info: ValidationInfo) -> str:
+        return _output_path(value, info)
+
 
 def _quant_methods_section() -> type[BaseModel]:
     """`quantize.methods`: one field per registered quantization method (lmops.quant.registry), named
@@ -335,6 +498,11 @@ class QuantizeParams(Section):
     threads: int = Field(1, ge=1)
     seed: int = 0
 
+    @field_validator("base")
+    @classmethod
+    def _base_path(cls, value: str) -> str:
+        return _input_path(value)
+
     @model_validator(mode="after")
     def _known_schemes(self) -> "QuantizeParams":
         from lmops.quant.schemes import build_scheme
@@ -367,8 +535,8 @@ def _default_warn_only() -> list[str]:
 
 
 class MonitorParams(Section):
-    """Windowed drift monitoring of the production logs (`flows/monitor.py`, the `drift` stage)."""
-    interval_minutes: float = Field(10, gt=0)  # the monitoring deployment's schedule
+    """Windowed drift monitoring of the production logs (`flows/monitor.py`). How often it runs is the
+    `monitor` deployment's schedule in deployments/prefect.yaml, and only there."""
     window_minutes: float = Field(10, gt=0)  # each run compares the last window with the reference
     min_rows: int = Field(50, ge=2)  # a window with fewer rows is quarantined, not judged
     # score kind -> largest passing value, one per kind the drift descriptors register (defaults and
@@ -437,7 +605,7 @@ class RetrainParams(Section):
 
 
 class ScenarioParams(Section):
-    """The headline run of the `drift` stage: in-distribution windows, then a topic shift."""
+    """The scenario flow (`lmops scenario`): in-distribution windows, then a topic shift."""
     window_requests: int = Field(500, ge=10)
     reference_requests: int = Field(500, ge=10)
     clean_windows: int = Field(2, ge=0)
@@ -449,7 +617,7 @@ class ScenarioParams(Section):
 
 
 class DriftStageParams(Section):
-    """The `drift` stage: monitoring, drift-triggered retraining and the scenario that shows both."""
+    """Monitoring, drift-triggered retraining and the scenario flow that shows both (no DVC stage)."""
     monitor: MonitorParams = MonitorParams()
     retrain: RetrainParams = RetrainParams()
     scenario: ScenarioParams = ScenarioParams()
@@ -466,6 +634,16 @@ class ModelImportParams(Section):
     out: str = "models/smollm2-135m-instruct"
     license: str = "Apache-2.0"
 
+    @field_validator("out")
+    @classmethod
+    def _out(cls, value: str, info: ValidationInfo) -> str:
+        return _output_path(value, info)
+
+
+class SummaryParams(Section):
+    """`lmops stage summary`: metrics/summary.json, the headline figures `dvc exp show` compares."""
+    quant_tolerance: float = Field(0.01, ge=0, le=1)  # smallest scheme within this share of the baseline's perplexity
+
 
 class Params(Section):
     data: DataParams = DataParams()
@@ -478,17 +656,24 @@ class Params(Section):
     prompts: PromptsParams = PromptsParams()
     quantize: QuantizeParams = QuantizeParams()
     drift: DriftStageParams = DriftStageParams()
+    summary: SummaryParams = SummaryParams()
     real_model: ModelImportParams = ModelImportParams()
     # Where training, evaluation, quantization and serving run: "auto" = CUDA when present, else CPU.
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
 
-def validate(raw: dict, source: str = "params.yaml") -> Params:
+def validate(raw: dict, source: str = "params.yaml", root: str | Path | None = None) -> Params:
+    """Validate a params mapping. `root`, the project directory (default: `source`'s folder), is what
+    output path params are checked against (never the root itself or an ancestor)."""
+    if root is None:
+        root = Path(source).parent
     try:
-        return Params.model_validate(raw or {})
+        return Params.model_validate(raw or {}, context={"root": str(root)})
     except ValidationError as err:
-        lines = [f"  {'.'.join(str(p) for p in e['loc']) or '(top level)'}: {e['msg']}" for e in err.errors()]
-        raise ParamsError(f"{source} is invalid:\n" + "\n".join(lines)) from None
+        lines = [f"{'.'.join(str(p) for p in e['loc']) or '(top level)'}: {e['msg']}" for e in err.errors()]
+        if len(lines) == 1:  # one bad key: one line
+            raise ParamsError(f"{source} is invalid: {lines[0]}") from None
+        raise ParamsError(f"{source} is invalid:\n" + "\n".join("  " + line for line in lines)) from None
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):

@@ -39,14 +39,20 @@ def features(logs: pd.DataFrame, corpus_dir: str, reference_prompts: list[str]) 
 
 @task(name="drift-report", cache_policy=NO_CACHE)
 def drift_report(reference: pd.DataFrame, current: pd.DataFrame, p: MonitorParams, html_path: str) -> dict:
-    """Run the Evidently report, save its HTML, publish link + table artifacts."""
+    """Run the Evidently report, save its HTML, publish link + table artifacts (each score beside its
+    threshold: a score passes while it is below the threshold of its kind)."""
     from lmops.monitor.drift import run_report, save_html
 
     result = run_report(reference, current, p)
     save_html(result, Path(html_path))
     create_link_artifact(Path(html_path).resolve().as_uri(), link_text=f"Evidently drift report {Path(html_path).name}",
                          key="drift-report", description=f"Evidently report for window {Path(html_path).stem}")
-    rows = [{"score": k, "value": v, "test": "FAIL" if k in result.failed else "WARN" if k in result.warnings else "pass"}
+    from lmops.monitor.descriptor import descriptors
+
+    kind_of = {d.name: d.kind for d in descriptors()}
+    rows = [{"score": k, "value": v, "threshold": p.thresholds.get(kind_of.get(k, ""), ""),
+             "kind": kind_of.get(k, ""), "warn_only": kind_of.get(k) in p.warn_only,
+             "test": "FAIL" if k in result.failed else "WARN" if k in result.warnings else "pass"}
             for k, v in result.scores.items()]
     create_table_artifact(rows, key="drift-scores", description=f"drift scores, window {Path(html_path).stem}")
     return {"drift_detected": result.drift_detected, "scores": result.scores, "failed": result.failed,
@@ -54,8 +60,9 @@ def drift_report(reference: pd.DataFrame, current: pd.DataFrame, p: MonitorParam
 
 
 @task(name="emit-drift-event", cache_policy=NO_CACHE)
-def emit_drift(window: Window, report: dict, project: str) -> str | None:
-    """The event a DeploymentEventTrigger on the retraining deployment listens for."""
-    event = emit_event(event=DRIFT_EVENT, resource={"prefect.resource.id": f"lmops.monitor.{Path(project).name}"},
+def emit_drift(window: Window, report: dict, project: str, resource: str = "lmops.monitor") -> str | None:
+    """The event a DeploymentEventTrigger on the retraining deployment listens for (`prefect.yaml`
+    matches `lmops.monitor.*`; the scenario's sandbox emits under its own resource prefix)."""
+    event = emit_event(event=DRIFT_EVENT, resource={"prefect.resource.id": f"{resource}.{Path(project).resolve().name}"},
                        payload={"window": window.as_dict(), "scores": report["scores"], "failed": report["failed"]})
     return str(event.id) if event else None

@@ -24,9 +24,28 @@ def snapshot_data(p: Params, project: str, window: dict) -> tuple[str, dict]:
 
 @task(name="finetune-lora", cache_policy=NO_CACHE)
 def finetune(p: Params, project: str, champion_dir: str, dataset: str) -> dict:
-    from lmops.retrain.run import finetune as run
+    """The LoRA fine-tune, its steps shown as the progress artifact `progress-retrain-finetune`."""
+    import time
 
-    return run(p, Path(project), Path(champion_dir), Path(dataset))
+    from lmops.progress import add_listener
+    from lmops.retrain.run import finetune as run
+    from tasks.dvc import StageProgress
+
+    progress = StageProgress("retrain-finetune", time.monotonic())
+
+    def on_progress(label: str, done: int, total: int) -> None:
+        try:
+            progress.update(label, done, total)
+        except Exception:  # an artifact is a view: it never fails the fine-tune
+            pass
+
+    remove = add_listener(on_progress)
+    try:
+        result = run(p, Path(project), Path(champion_dir), Path(dataset))
+    finally:
+        remove()
+    progress.finish()
+    return result
 
 
 @task(name="quantize-challenger", cache_policy=NO_CACHE)

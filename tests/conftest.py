@@ -32,6 +32,7 @@ TINY = {
                      "kb_multiple": 2, "ppl_sequences": 1, "max_new_tokens": 6, "threads": 1,
                      "rope": {"types": ["linear", "yarn"]}, "finetune": {"steps": 2, "batch_size": 2},
                      "retrieval": {"chunk_tokens": 48, "overlap": 8, "top_k": 2}},
+    "summary": {"quant_tolerance": 0.01},
 }
 
 
@@ -82,3 +83,12 @@ def prefect_server():
 def prefect_harness(prefect_server):
     """The same session server, under the name some tests use."""
     yield
+
+
+@pytest.fixture(scope="session")
+def s3():
+    """A loopback S3 server (moto, tests/s3.py) for DVC remotes, LanceDB and Evidently on s3://."""
+    from tests.s3 import loopback_s3
+
+    with loopback_s3() as server:
+        yield server

@@ -27,16 +27,16 @@ def dvc(args: list[str], cwd: Path) -> str:
     return sh([os.path.join(BIN, "dvc"), *args], cwd)
 
 
-# The drift stage's scenario starts its own Prefect server, worker and model server; it is driven end
-# to end by tests/test_drift_loop.py, so the pipeline-level tests leave it out to stay fast.
-# real_model imports a 135M-parameter model from its PyPI package: tests/test_real_model.py drives it.
-SKIP_STAGES = ("drift", "real_model")
+# Stages a test may leave out. The closed-loop scenario is no stage: it is the `lmops-scenario` flow,
+# driven end to end by tests/test_drift_loop.py. real_model imports a 135M-parameter model from its
+# PyPI package: tests/test_real_model.py drives it.
+SKIP_STAGES: tuple[str, ...] = ("real_model",)
 
 
 def make_project(dest: Path, params: dict | None = None, skip: tuple[str, ...] = SKIP_STAGES) -> Path:
     """Copy the pipeline definition and code into `dest` as a fresh git + DVC repo with tiny params."""
     dest.mkdir(parents=True, exist_ok=True)
-    for name in ("dvc.yaml", "lmops", "prompts"):
+    for name in ("dvc.yaml", ".dvcignore", "lmops", "prompts"):
         src = ROOT / name
         (shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
          if src.is_dir() else shutil.copy(src, dest / name))
@@ -49,6 +49,9 @@ def make_project(dest: Path, params: dict | None = None, skip: tuple[str, ...] =
     (dest / "params.yaml").write_text(yaml.safe_dump(params or copy.deepcopy(TINY)))
     sh(["git", "init", "-q"], dest)
     dvc(["init", "-q"], dest)
+    (dest / ".dvc" / "plots").mkdir(exist_ok=True)  # the project's plot templates (heatmap, by_method, ...)
+    for template in (ROOT / ".dvc" / "plots").glob("*.json"):
+        shutil.copy(template, dest / ".dvc" / "plots" / template.name)
     dvc(["remote", "add", "-d", "local", str(dest.parent / f"{dest.name}-remote")], dest)
     sh(["git", "add", "-A"], dest)
     sh(["git", "commit", "-qm", "init"], dest)

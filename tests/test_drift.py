@@ -286,3 +286,94 @@ def test_replay_keeps_its_share_and_never_repeats_an_old_text():
     assert len(olds) == len(set(olds)) == 6 * 16  # 16 rounds of 6 old texts (30% of 20), none twice
     assert mix.count("new 0") == 16 and abs(len(olds) / len(mix) - 0.3) < 0.01
     assert mix_replay(new, old, 0.0, seed=0) == new
+
+
+# ---- degenerate production rows and a bad reference (empty text, NaN, missing columns) -----------------
+
+P_TEST = {"text": 0.3, "embedding": 2.0, "quality": 0.5, "latency": 0.5, "unknown": 0.1}
+
+
+def _fake_embed(texts, batch_size=64):
+    v = np.random.default_rng(len(texts)).normal(size=(len(texts), 16)).astype("float32")
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def test_an_empty_response_or_prompt_does_not_break_the_report():
+    """Evidently's non-letter share divides by the text length: one empty text used to raise
+    ZeroDivisionError for the window, and for every later one once it was in the reference."""
+    from lmops.monitor.drift import run_report
+    from lmops.params import MonitorParams
+
+    reference, current = _features(200, 0), _features(200, 1)
+    reference.loc[3, "response"] = ""
+    reference.loc[4, "prompt"] = ""
+    current.loc[7, "response"] = ""
+    r = run_report(reference, current, MonitorParams(thresholds=P_TEST))
+    assert np.isfinite(r.scores["response_nonletter"]) and np.isfinite(r.scores["prompt_nonletter"])
+    assert not r.drift_detected, r.failed
+    same = run_report(_features(200, 0), _features(200, 1), MonitorParams(thresholds=P_TEST))
+    assert same.scores["response_nonletter"] == r.scores["response_nonletter"] or abs(
+        same.scores["response_nonletter"] - r.scores["response_nonletter"]) < 0.05  # one row of 200
+
+
+def test_degenerate_production_rows_are_handled(monkeypatch, caplog):
+    """Empty text, NaN and None cells, and a log frame missing columns: features and report still work."""
+    from lmops import embed
+    from lmops.monitor.drift import run_report
+    from lmops.monitor.features import feature_frame
+    from lmops.params import MonitorParams
+
+    monkeypatch.setattr(embed, "embed", _fake_embed)
+    reference = feature_frame(pd.DataFrame(_rows(120)))
+    logs = pd.DataFrame(_rows(120))
+    logs.loc[0, "response"] = ""
+    logs.loc[1, "prompt"] = ""
+    logs.loc[2, "prompt"] = None
+    logs.loc[3, "response"] = np.nan
+    logs.loc[4, "latency_ms"] = np.nan
+    logs.loc[5, "completion_tokens"] = np.nan
+    logs.loc[6, "mean_logprob"] = np.nan  # no generated tokens: a legal value
+    logs.loc[7, "latency_ms"] = np.inf
+    with caplog.at_level(logging.WARNING, logger="lmops.monitor"):
+        current = feature_frame(logs)
+        r = run_report(reference, current, MonitorParams(thresholds=P_TEST))
+    assert len(current) == 117  # the rows with a non-finite latency or token count are left out ...
+    assert "3 degenerate rows" in caplog.text and "r4" in caplog.text  # ... and named in a log line
+    assert all(np.isfinite(v) for v in r.scores.values()) and r.scores["rows"] == 117
+    missing = pd.DataFrame(_rows(120)).drop(columns=["latency_ms", "response"])
+    with caplog.at_level(logging.WARNING, logger="lmops.monitor"):
+        partial = feature_frame(missing)
+        r = run_report(reference, partial, MonitorParams(thresholds=P_TEST))
+    assert "latency_ms" not in partial.columns and "missing columns" in caplog.text
+    assert "latency_ms" not in r.scores and "output_tokens" in r.scores and "response_length" in r.scores
+
+
+@pytest.mark.parametrize("damage", ["empty", "nan", "missing", "unreadable", "no_rows"])
+def test_a_bad_reference_is_detected_and_replaced(tmp_path, caplog, damage):
+    from lmops.monitor.window import REFERENCE, new_reference_reason, reference_features
+
+    state = tmp_path / "state"
+    good = _features(50, 0)
+    bad = good.copy()
+    if damage == "empty":  # empty texts are real traffic: the reference stays, and works
+        bad.loc[0, "response"] = ""
+    elif damage == "nan":
+        bad.loc[0, "latency_ms"] = np.nan
+    elif damage == "missing":
+        bad = bad.drop(columns=["response"])
+    elif damage == "no_rows":
+        bad = bad.iloc[:0]
+    reference_features(state, bad, {"model_version": "v0.0.1"})
+    if damage == "unreadable":
+        (state / REFERENCE).write_bytes(b"PAR1 not parquet")
+    logs = pd.DataFrame(_rows(5))
+    with caplog.at_level(logging.WARNING, logger="lmops.monitor"):
+        reason = new_reference_reason(state, logs, "v0.0.1")
+    if damage == "empty":
+        assert reason is None and len(reference_features(state)) == 50
+        return
+    assert reason and "unusable" in reason, reason
+    assert "replaced by this window" in caplog.text
+    assert list((state / "quarantine").glob("reference_features-*.parquet"))  # kept as evidence
+    reference_features(state, good, {"model_version": "v0.0.1"})  # what the flow does with the reason
+    assert new_reference_reason(state, logs, "v0.0.1") is None

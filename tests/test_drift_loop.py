@@ -1,9 +1,10 @@
-"""The closed loop for real, on loopback: `prefect server start`, a process worker running the
-deployments, `lmops serve` with a tiny model, simulated traffic with drift injected. Asserts that the
-drift event (not anything else) started the retraining, that the new version was promoted and is
-served, and that in-distribution windows triggered nothing. Then a headless Chromium opens the
-Prefect UI on the same database and finds the runs and artifacts (skipped without `chromium`:
-`make ui-deps` installs it)."""
+"""The closed loop for real, on loopback: the `lmops-scenario` flow against a Prefect server that is
+already running (`prefect server start`, standing in for the user's PREFECT_API_URL), a process worker
+running the retraining deployment, `lmops serve` with a tiny model, simulated traffic with drift.
+Asserts that the drift event (not anything else) started the retraining, that the new version was
+promoted and is served, that in-distribution windows triggered nothing, and that every run landed in
+that server (the scenario starts none of its own). Then a headless Chromium opens that server's UI
+and finds the runs and artifacts (skipped without `chromium`: `make ui-deps` installs it)."""
 from __future__ import annotations
 
 import json
@@ -12,6 +13,7 @@ import shutil
 import subprocess
 import sys
 
+import httpx
 import pytest
 import yaml
 
@@ -29,19 +31,37 @@ LOOP = {
 
 
 @pytest.fixture(scope="module")
-def loop(tiny_root, tmp_path_factory):
+def server(tmp_path_factory):
+    """The user's Prefect server: started before the scenario, outliving it."""
+    from deployments.up import Stack
+
+    stack = Stack(tmp_path_factory.mktemp("user-prefect"))
+    try:
+        stack.start_prefect()
+        yield stack
+    finally:
+        stack.stop()
+
+
+@pytest.fixture(scope="module")
+def loop(tiny_root, tmp_path_factory, server):
     root = tmp_path_factory.mktemp("loop")
     shutil.copytree(tiny_root / "data", root / "data")
     shutil.copytree(tiny_root / "models" / "base", root / "models" / "base")
     (root / "params.yaml").write_text(yaml.safe_dump({**TINY, **LOOP}))
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    env.pop("PREFECT_API_URL", None)
-    proc = subprocess.run([sys.executable, "-m", "deployments.scenario", "--root", str(root)], cwd=ROOT, env=env,
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PREFECT_API_URL": server.api}
+    proc = subprocess.run([sys.executable, "-m", "flows.scenario", "--root", str(root)], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=540)
     logs = root / ".lmops/drift-scenario/.lmops/logs"
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:] + "".join(
         f"\n--- {p.name}\n{p.read_text()[-2000:]}" for p in logs.glob("*.log"))
     return root, json.loads((root / "metrics" / "drift.json").read_text())
+
+
+def _api(server, path: str, body: dict) -> list:
+    resp = httpx.post(f"{server.api}/{path}", json=body, timeout=10)
+    resp.raise_for_status()
+    return resp.json()
 
 
 def test_drift_event_triggers_retraining_and_promotion(loop):
@@ -60,29 +80,51 @@ def test_drift_event_triggers_retraining_and_promotion(loop):
     # The tiny model's 96-token context rejects long open-book prompts with a 400 (by design);
     # nothing may fail on the server side.
     assert m["server_errors"] == 0
-    reports = list((root / ".lmops/drift-scenario/.lmops/monitor/reports").glob("*.html"))
+    sandbox = root / ".lmops/drift-scenario"
+    reports = list((sandbox / ".lmops/monitor/reports").glob("*.html"))
     assert len(reports) == 4
-    snapshot = list((root / ".lmops/drift-scenario/data/retrain").glob("*.dvc"))
+    snapshot = list((sandbox / "data/retrain").glob("*.dvc"))
     assert snapshot, "the retraining dataset was not versioned with DVC"
+    # The monitor keeps its windows as its own state; only the scenario's summary is a metric.
+    assert len(json.loads((sandbox / ".lmops/monitor/windows.json").read_text())["windows"]) == 4
+    assert not (sandbox / "metrics").exists() and [p.name for p in (root / "metrics").iterdir()] == ["drift.json"]
 
 
-def test_prefect_ui_shows_the_runs_and_artifacts(loop):
+def test_runs_land_in_the_configured_server(loop, server):
+    root, m = loop
+    sandbox = root / ".lmops/drift-scenario"
+    assert not (sandbox / ".lmops/prefect").exists() and not list(sandbox.glob(".lmops/logs/prefect-server*")), \
+        "the scenario started a Prefect server of its own"
+    runs = _api(server, "flow_runs/filter", {"limit": 200})
+    by_flow = {}
+    flows = {f["id"]: f["name"] for f in _api(server, "flows/filter", {})}
+    for r in runs:
+        by_flow.setdefault(flows[r["flow_id"]], []).append(r["state_type"])
+    assert by_flow.get("lmops-scenario") == ["COMPLETED"], by_flow
+    assert by_flow.get("lmops-monitor", []).count("COMPLETED") == 5, by_flow  # the reference + 4 windows
+    assert by_flow.get("lmops-retrain") == ["COMPLETED"], by_flow
+    # Its retraining deployment (and trigger) was removed; the production spec was never deployed.
+    assert not _api(server, "deployments/filter", {}), "the scenario left a deployment behind"
+
+
+def test_prefect_ui_shows_the_runs_and_artifacts(loop, server):
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if not chromium:
         pytest.skip("chromium is not installed: `make ui-deps` installs Debian's chromium for this test")
-    from deployments.up import Stack
+    ui = server.api.removesuffix("/api")
 
-    root, _ = loop
-    stack = Stack(root / ".lmops/drift-scenario")  # the scenario's Prefect database, served again
-    try:
-        stack.start_prefect()
-        ui = stack.api.removesuffix("/api")
-        pages = {}
-        for page in ("runs", "artifacts"):
-            proc = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=20000",
-                                   "--dump-dom", f"{ui}/{page}"], capture_output=True, text=True, timeout=120)
-            pages[page] = proc.stdout
-        assert "lmops-retrain" in pages["runs"] and "lmops-monitor" in pages["runs"], pages["runs"][-2000:]
-        assert "drift-scores" in pages["artifacts"] and "lmops-retrain" in pages["artifacts"], pages["artifacts"][-2000:]
-    finally:
-        stack.stop()
+    def dom(path: str) -> str:
+        proc = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=20000",
+                               "--dump-dom", f"{ui}/{path}"], capture_output=True, text=True, timeout=120)
+        return proc.stdout
+
+    runs = dom("runs")
+    assert "lmops-retrain" in runs and "lmops-monitor" in runs, runs[-2000:]
+    # The artifacts index draws its cards in a virtual scroller that headless Chromium may leave empty;
+    # it states the count, and each key's own page shows that artifact.
+    keys = sorted({a["key"] for a in _api(server, "artifacts/filter", {}) if a.get("key")})
+    assert {"drift-scores", "drift-report", "lmops-retrain"} <= set(keys), keys
+    assert f"{len(keys)} Artifacts" in dom("artifacts")
+    for key in ("drift-scores", "lmops-retrain"):
+        page = dom(f"artifacts/key/{key}")
+        assert key in page, page[-2000:]

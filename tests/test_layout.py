@@ -17,8 +17,12 @@ def test_every_dvc_stage_has_a_params_section_and_a_cli_stage():
     for name, stage in DVC["stages"].items():
         assert stage["cmd"] == f"lmops stage {name}"
         assert name in STAGES
+        if name == "check":  # validates all of params.yaml (a file dep), before every other stage
+            assert "params.yaml" in stage["deps"]
+            continue
         assert name in Params.model_fields and getattr(params, name) is not None
         assert name in stage.get("params", []), f"stage {name} must depend on its own params section"
+        assert ".lmops/params.checked" in stage["deps"], f"stage {name} must run after the params check"
 
 
 def test_every_stage_depends_on_its_inputs_and_declares_outputs():
@@ -45,12 +49,37 @@ def test_bad_params_fail_before_any_work(tmp_path):
 
 def test_deployments_point_at_real_flows():
     spec = yaml.safe_load((ROOT / "deployments" / "prefect.yaml").read_text())
+    names = [d["name"] for d in spec["deployments"]]
     for dep in spec["deployments"]:
         path, func = dep["entrypoint"].split(":")
         assert f"def {func}(" in (ROOT / path).read_text()
-        assert (dep.get("schedules") or dep.get("triggers") or dep["name"] == "quantize") and dep["work_pool"]["name"]
+        assert (dep.get("schedules") or dep.get("triggers") or dep["name"] in ("quantize", "grid", "grid-cell")) and dep["work_pool"]["name"]
     weekly = next(d for d in spec["deployments"] if d["name"] == "weekly")
     assert weekly["entrypoint"].endswith(":lmops_pipeline") and weekly["schedules"]
+    # The spec is the one source: serve.py builds every deployment from it, with the same entrypoints
+    # (real flow objects), schedules and triggers; the monitoring interval is set there only.
     from deployments.serve import deployments
+    from deployments.spec import interval_seconds
 
-    assert [d.name for d in deployments()] == ["weekly"]
+    served = deployments(ROOT)
+    assert [d.name for d in served] == names
+    for d, dep in zip(served, spec["deployments"]):
+        assert d.entrypoint.endswith(dep["entrypoint"])  # the flow object's own file and name
+        assert len(d.schedules or []) == len(dep.get("schedules") or [])
+        assert len(d.triggers or []) == len(dep.get("triggers") or [])
+        assert d.parameters["project"] == str(ROOT)
+    assert interval_seconds("monitor") == 600
+    assert "interval_minutes" not in (ROOT / "params.yaml").read_text()
+    assert "interval" not in (ROOT / "deployments" / "ops.py").read_text()
+
+
+def test_drift_is_a_flow_not_a_stage():
+    """The scenario runs services (worker, model server): a Prefect flow, not a DVC stage. Its
+    summary is a top-level DVC metric; the live monitor keeps its windows under .lmops/monitor."""
+    from lmops.layout import DRIFT_METRICS, MONITOR_WINDOWS
+
+    assert "drift" not in DVC["stages"] and "drift" not in STAGES
+    assert str(DRIFT_METRICS) in DVC["metrics"]
+    assert not any(str(DRIFT_METRICS) in yaml.safe_dump(stage) for stage in DVC["stages"].values())
+    assert MONITOR_WINDOWS.parts[0] == ".lmops"
+    assert "metrics/" not in (ROOT / "flows" / "monitor.py").read_text()

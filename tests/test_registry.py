@@ -114,3 +114,50 @@ def test_models_cli(repo, tmp_path, capsys):
     assert "v0.0.1" in out and "champion" in out
     assert main(["--root", str(repo), "models", "rollback", NAME]) == 2  # nothing earlier: a clear error
     assert "no earlier champion" in capsys.readouterr().err
+
+
+def test_dvc_artifacts_get_returns_the_registered_versions_bytes(tmp_path):
+    """`dvc artifacts get . lmops-model --rev vX` / `--stage champion` resolve to that version's own
+    bytes (a DVC-tracked copy in its registration commit), not to HEAD's models/base; checked by hash."""
+    import hashlib
+    import os
+    import sys
+
+    from lmops.registry.gto_registry import dir_hash
+
+    repo = git_repo(tmp_path / "proj")
+    bindir = os.path.dirname(sys.executable)
+    env = {**os.environ, "PATH": bindir + os.pathsep + os.environ.get("PATH", ""), "DVC_NO_ANALYTICS": "1"}
+    dvc = os.path.join(bindir, "dvc")
+    subprocess.run([dvc, "init", "-q"], cwd=repo, check=True, env=env)
+    (repo / "dvc.yaml").write_text(f"artifacts:\n  {NAME}:\n    path: models/base\n    type: model\n")
+    subprocess.run(["git", "-C", str(repo), "add", "-A"], check=True)
+    subprocess.run(["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "dvc"],
+                   check=True)
+    reg = Registry(repo)
+    base = repo / "models" / "base"
+    hashes = {}
+    for tag in ("first", "second"):
+        shutil_rmtree(base)
+        fake_model(base, tag)
+        (base / "model.safetensors").write_bytes(hashlib.sha256(tag.encode()).digest() * 1000)
+        v = reg.register(NAME, base)
+        hashes[v.version] = (dir_hash(v.path), hashlib.sha256((base / "model.safetensors").read_bytes()).hexdigest())
+    reg.promote(NAME, "v0.0.1")
+    for how, want in ((["--rev", "v0.0.1"], "v0.0.1"), (["--rev", "v0.0.2"], "v0.0.2"), (["--stage", "champion"], "v0.0.1")):
+        out = tmp_path / f"got-{'-'.join(how)}"
+        proc = subprocess.run([dvc, "artifacts", "get", ".", NAME, *how, "-o", str(out)], cwd=repo, env=env,
+                              capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        got = (dir_hash(out), hashlib.sha256((out / "model.safetensors").read_bytes()).hexdigest())
+        assert got == hashes[want], how  # the version's bytes, not models/base (= v0.0.2)
+    # The working tree, index and HEAD's dvc.yaml are untouched by registering.
+    assert "models/base" in (repo / "dvc.yaml").read_text()
+    assert subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--", "dvc.yaml"], capture_output=True,
+                          text=True).stdout == ""
+
+
+def shutil_rmtree(path: Path) -> None:
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)

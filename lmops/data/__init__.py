@@ -39,7 +39,11 @@ class Corpus:
         path = Path(path)
         if not path.is_dir():
             raise InputError(f"corpus directory {path} is missing: run `lmops stage data` (or `dvc repro data`)")
-        return cls(**{name: read_jsonl(path / f"{name}.jsonl") for name in FILES})
+        rows = {name: read_jsonl(path / f"{name}.jsonl") for name in FILES}
+        for name, got in rows.items():
+            if not got:
+                raise InputError(f"{path / (name + '.jsonl')} is empty: rebuild the corpus (`dvc repro data`)")
+        return cls(**rows)
 
     def split(self, rows: list[dict], split: str) -> list[dict]:
         out = [r for r in rows if r.get("split") == split]

@@ -25,10 +25,14 @@ def score_methods(methods: dict[str, Method], items: list[Item], progress: bool 
     """Per-item correctness and mean ms per query, for every (prepared) method on the same items."""
     from tqdm.auto import tqdm
 
+    from lmops.progress import report
+
     hits, ms = {}, {}
-    for name, method in tqdm(methods.items(), desc="methods", disable=not progress):
+    for i, (name, method) in enumerate(tqdm(methods.items(), desc="methods", disable=not progress)):
+        report("long-context methods", i, len(methods))
         answers, ms[name] = run_method(method, items)
         hits[name] = [exact_match([a], [it.answer]) == 1.0 for a, it in zip(answers, items)]
+    report("long-context methods", len(methods), len(methods))
     return hits, ms
 
 

@@ -73,9 +73,10 @@ def build_suite(lp: LongContextParams, tok, corpus, trained: int, index_dir: Pat
     ents, kb_docs = fresh_kb(lp.seed, lp.kb_entities, {e["name"] for e in corpus.entities})
     kb = kb_suite(tok, lp.seed, ents, kb_docs, lp.kb_questions, lp.kb_multiple * trained, lp.max_new_tokens)
     tag = f"s{lp.seed}_c{chunks.size}_{chunks.overlap}"
-    kb_index = open_or_create(index_dir, f"kb_{tag}")
+    opts = lp.retrieval.storage_options
+    kb_index = open_or_create(index_dir, f"kb_{tag}", opts)
     kb_index.add_documents(kb_docs, tok, chunks, progress=True)
-    pk_index = open_or_create(index_dir, f"passkey_{tag}")
+    pk_index = open_or_create(index_dir, f"passkey_{tag}", opts)
     for it in passkey:  # each haystack is its own group, so a search never sees another item's needle
         it.id = f"{it.id}-{_digest(it.context)}"
     pk_index.add_documents([{"id": it.id, "text": it.context, "group": it.id} for it in passkey], tok, chunks,

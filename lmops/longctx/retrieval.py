@@ -5,6 +5,10 @@ reciprocal rank. Every write makes a new table version; `ChunkIndex.version` goe
 A missing or corrupt table is an error (InputError): nothing is ever silently recreated empty.
 Creating an index is a separate, explicit call (`ChunkIndex.create`, or `open_or_create` for a table
 the database does not list at all).
+
+The index location is a local directory or an object-store URI (`s3://bucket/prefix`, `gs://...`):
+LanceDB writes its versioned tables there directly, so every machine sees the same index. Object-store
+options (endpoint, region, allow_http) come from `storage_options`; credentials from the environment.
 """
 from __future__ import annotations
 
@@ -39,33 +43,46 @@ def fts_query(text: str) -> str:
     return " ".join(w for w in re.findall(r"[A-Za-z0-9]+", text) if w not in ("AND", "OR", "NOT"))
 
 
+def is_uri(path: str | Path) -> bool:
+    """An object-store URI (s3://, gs://, az://, memory://), not a local path."""
+    return "://" in str(path) and not str(path).startswith("file://")
+
+
+def _location(path: str | Path) -> str | Path:
+    return str(path).rstrip("/") if is_uri(path) else Path(path)
+
+
+def _connect(path: str | Path, storage_options: dict[str, str] | None = None):
+    import lancedb
+
+    return lancedb.connect(str(path), storage_options=dict(storage_options) if storage_options else None)
+
+
 @dataclass
 class ChunkIndex:
-    path: Path
+    path: Path | str  # a local directory, or an object-store URI
     name: str
     table: object  # lancedb.table.Table
 
     @classmethod
-    def create(cls, path: str | Path, name: str = "chunks") -> "ChunkIndex":
+    def create(cls, path: str | Path, name: str = "chunks",
+               storage_options: dict[str, str] | None = None) -> "ChunkIndex":
         """A new empty table; refuses to overwrite an existing one."""
-        import lancedb
-
-        path = Path(path)
-        db = lancedb.connect(str(path))
+        path = _location(path)
+        db = _connect(path, storage_options)
         if name in db.list_tables().tables:
             raise RetrievalError(f"LanceDB table {name!r} already exists in {path}: open it instead")
         return cls(path, name, db.create_table(name, schema=_schema()))
 
     @classmethod
-    def open(cls, path: str | Path, name: str = "chunks") -> "ChunkIndex":
+    def open(cls, path: str | Path, name: str = "chunks",
+             storage_options: dict[str, str] | None = None) -> "ChunkIndex":
         """Open an existing table; a missing or unreadable one raises RetrievalError."""
-        import lancedb
-
-        path = Path(path)
-        if not path.is_dir():
+        path = _location(path)
+        if not is_uri(path) and not path.is_dir():
             raise RetrievalError(f"LanceDB directory {path} is missing: build the index first")
         try:
-            table = lancedb.connect(str(path)).open_table(name)
+            table = _connect(path, storage_options).open_table(name)
             table.head(1)  # read a row: a table with corrupt data files fails here, not mid-run
             missing = {"id", "doc", "group", "text", "vector"} - set(table.schema.names)
         except Exception as err:  # lance raises ValueError/RuntimeError/OSError for missing or broken files
@@ -139,15 +156,21 @@ class ChunkIndex:
         return [{"id": r["id"], "doc": r["doc"], "text": r["text"], "score": float(r.get(score, 0.0))} for r in rows]
 
 
-def open_or_create(path: Path, name: str) -> ChunkIndex:
+def open_or_create(path: Path | str, name: str, storage_options: dict[str, str] | None = None) -> ChunkIndex:
     """Open the named table, or create it when the database does not list it. A listed table that
-    cannot be read raises: it is never replaced by a new empty one."""
-    import lancedb
-
-    if path.is_dir() and name in lancedb.connect(str(path)).list_tables().tables:
-        return ChunkIndex.open(path, name)
+    cannot be read raises: it is never replaced by a new empty one. `path` may be an object-store URI."""
+    path = _location(path)
+    if is_uri(path):
+        try:
+            listed = name in _connect(path, storage_options).list_tables().tables
+        except Exception as err:  # object_store errors: no bucket, refused credentials, unreachable endpoint
+            raise RetrievalError(f"LanceDB location {path} cannot be listed: {str(err).splitlines()[0][:300]}") from None
+    else:
+        listed = path.is_dir() and name in _connect(path).list_tables().tables
+    if listed:
+        return ChunkIndex.open(path, name, storage_options)
     log.info("creating LanceDB table %s in %s", name, path)
-    return ChunkIndex.create(path, name)
+    return ChunkIndex.create(path, name, storage_options)
 
 
 class Haystacks:

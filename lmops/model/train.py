@@ -131,6 +131,8 @@ def train_lm(model, tokenizer, texts: list[str], cfg: TrainConfig,
     import torch
     from tqdm.auto import tqdm
 
+    from lmops.progress import report
+
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     rng = random.Random(cfg.seed)
@@ -165,6 +167,8 @@ def train_lm(model, tokenizer, texts: list[str], cfg: TrainConfig,
         result.tokens += int((labels != -100).sum())
         result.losses.append((step, round(loss.item(), 4)))
         bar.set_postfix(loss=f"{loss.item():.3f}")
+        if cfg.progress:
+            report(cfg.desc, step + 1, cfg.steps)
         if checkpoint and cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.steps:
             model.eval()
             checkpoint(step + 1)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from lmops.errors import LmopsError
 from lmops.io import write_text
 from lmops.monitor.descriptor import TEXT_COLUMNS, Descriptor, descriptors
 from lmops.params import MonitorParams
@@ -71,10 +72,31 @@ def _fast_embedding_plot():
         embeddings_drift.TSNE = original
 
 
+class UnusableWindow(LmopsError):
+    """A feature frame with no row left to judge once its degenerate rows are left out."""
+
+
+def usable(frame: pd.DataFrame, what: str) -> pd.DataFrame:
+    """`frame` as the report can take it: text columns present and strings ("" for missing or null,
+    with a warning), rows with NaN or infinite numeric features left out (named in a warning)."""
+    from lmops.monitor.features import drop_degenerate
+
+    missing = [c for c in TEXT_COLUMNS if c not in frame.columns]
+    if missing:
+        log.warning("%s have missing columns %s: judged as empty text", what, missing)
+    frame = frame.assign(**{c: frame[c].fillna("").astype(str) if c in frame.columns else "" for c in TEXT_COLUMNS})
+    frame = drop_degenerate(frame.reset_index(drop=True), what)
+    if frame.empty:
+        raise UnusableWindow(f"{what} have no row left to judge")
+    return frame
+
+
 def run_report(reference: pd.DataFrame, current: pd.DataFrame, p: MonitorParams) -> WindowResult:
-    """Compare two feature frames (`features.feature_frame`); scores, failed tests and the HTML."""
+    """Compare two feature frames (`features.feature_frame`); scores, failed tests and the HTML.
+    Degenerate rows of either frame are handled by `usable` (empty texts are judged as they are)."""
     from evidently import Report
 
+    reference, current = usable(reference, "the reference features"), usable(current, "the window's features")
     scored = []
     for d in descriptors():
         if d.present(list(current.columns)):

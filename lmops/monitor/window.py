@@ -65,6 +65,42 @@ def champion_version(root: Path, sp) -> str:
     return version or UNREGISTERED
 
 
+def reference_problem(state_dir: Path) -> str | None:
+    """Why the saved reference cannot serve as one, or None: unreadable, no rows, a missing text
+    column, or NaN / infinite numeric features (rows an older monitor saved unchecked). Empty texts are
+    not a problem: they are real traffic and every descriptor handles them."""
+    from lmops.monitor.descriptor import TEXT_COLUMNS
+    from lmops.monitor.features import degenerate_rows
+
+    try:
+        frame = pd.read_parquet(state_dir / REFERENCE)
+    except Exception as err:  # a torn or foreign file
+        return f"it cannot be read ({type(err).__name__}: {err})"
+    if frame.empty:
+        return "it has no rows"
+    missing = [c for c in TEXT_COLUMNS if c not in frame.columns]
+    if missing:
+        return f"it has missing columns {missing}"
+    nulls = [c for c in TEXT_COLUMNS if frame[c].isna().any()]
+    if nulls:
+        return f"its {nulls} columns have null texts"
+    bad = int(degenerate_rows(frame).sum())
+    if bad:
+        return f"{bad} of its {len(frame)} rows have NaN or infinite numeric features"
+    return None
+
+
+def _set_aside(state_dir: Path) -> Path:
+    """Move the reference (and its meta) to `<state_dir>/quarantine/`, never deleting evidence."""
+    stamp = pd.Timestamp.now(tz="UTC").strftime("%Y%m%dT%H%M%S%f")
+    dest = state_dir / "quarantine" / f"{Path(REFERENCE).stem}-{stamp}.parquet"
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    (state_dir / REFERENCE).replace(dest)
+    if (state_dir / REFERENCE_META).exists():
+        (state_dir / REFERENCE_META).replace(dest.with_name(f"reference-{stamp}.json"))
+    return dest
+
+
 def new_reference_reason(state_dir: Path, logs: pd.DataFrame, champion: str) -> str | None:
     """Why this window becomes the reference instead of being judged, or None to judge it.
 
@@ -74,6 +110,12 @@ def new_reference_reason(state_dir: Path, logs: pd.DataFrame, champion: str) -> 
     windows that straddle the swap, the previous reference stays."""
     if not (state_dir / REFERENCE).exists():
         return "the monitor's first window"
+    problem = reference_problem(state_dir)
+    if problem:  # a bad reference would fail (or skew) every window judged against it
+        dest = _set_aside(state_dir)
+        reason = f"the saved reference is unusable: {problem}"
+        log.warning("%s; moved to %s and replaced by this window", reason, dest)
+        return reason
     meta = read_json(state_dir / REFERENCE_META) if (state_dir / REFERENCE_META).exists() else {}
     if meta.get("model_version") == champion:
         return None

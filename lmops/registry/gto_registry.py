@@ -29,6 +29,7 @@ from pathlib import Path
 from lmops.io import InputError, atomic_dir
 
 ALIASES = ("champion", "challenger")
+REGISTRY_OUT = "registry"  # in a registration commit only: registry/<name>.dvc tracks the version's bytes
 ROLLBACK = "rollback"  # first word of the tag message of an assignment made by `rollback`
 
 
@@ -147,11 +148,41 @@ class Registry:
                 shutil.copytree(model_dir, tmp, dirs_exist_ok=True)
         who = {"GIT_AUTHOR_NAME": self.author[0], "GIT_AUTHOR_EMAIL": self.author[1],
                "GIT_COMMITTER_NAME": self.author[0], "GIT_COMMITTER_EMAIL": self.author[1]}
-        commit = _git(self.root, "commit-tree", "HEAD^{tree}", "-p", "HEAD",
+        tree = self._registration_tree(name, stored)
+        commit = _git(self.root, "commit-tree", tree, "-p", "HEAD",
                       "-m", f"lmops registry: register {name} ({lineage.model_hash[:8]})", env=who)
         tag = api.register(self.root, name, ref=commit, message=json.dumps(asdict(lineage), sort_keys=True),
                            author=self.author[0], author_email=self.author[1])
         return self.get(name, tag.version)
+
+    def _registration_tree(self, name: str, stored: Path) -> str:
+        """The tree of a registration commit: HEAD's tree, plus (in a DVC project) the version's bytes
+        as a DVC-tracked directory `registry/<name>` (`registry/<name>.dvc`, objects in the DVC cache)
+        and a dvc.yaml whose `artifacts:` entry points there, so `dvc artifacts get . NAME --rev TAG`
+        (or `--stage champion`) returns this version's bytes, not HEAD's `models/base`."""
+        if not (self.root / ".dvc").is_dir():
+            return _git(self.root, "rev-parse", "HEAD^{tree}")  # no DVC: GTO tags and the store only
+        import tempfile
+
+        import yaml
+
+        out = f"{REGISTRY_OUT}/{name}"
+        dvc_file = yaml.safe_dump({"outs": [{**_dvc_cache_dir(self.root, stored), "path": name}]}, sort_keys=False)
+        try:
+            spec = yaml.safe_load(_git(self.root, "show", "HEAD:dvc.yaml")) or {}
+        except InputError:
+            spec = {}
+        entry = {"type": "model", **(spec.get("artifacts") or {}).get(name, {}), "path": out}
+        spec["artifacts"] = {**(spec.get("artifacts") or {}), name: entry}
+        with tempfile.TemporaryDirectory() as tmp:
+            env = {"GIT_INDEX_FILE": str(Path(tmp) / "index")}
+            _git(self.root, "read-tree", "HEAD", env=env)
+            for path, text in (("dvc.yaml", yaml.safe_dump(spec, sort_keys=False)), (f"{out}.dvc", dvc_file)):
+                blob = Path(tmp) / "blob"
+                blob.write_text(text)
+                sha = _git(self.root, "hash-object", "-w", str(blob))
+                _git(self.root, "update-index", "--add", "--cacheinfo", f"100644,{sha},{path}", env=env)
+            return _git(self.root, "write-tree", env=env)
 
     def promote(self, name: str, version: str, alias: str = "champion", message: str = "") -> ModelVersion:
         """Point `alias` at `version` (a new GTO stage assignment; the old ones stay as history)."""
@@ -230,6 +261,19 @@ class Registry:
             last = max(times).timestamp()
             while time.time() < int(last) + 1:
                 time.sleep(0.05)
+
+
+def _dvc_cache_dir(root: Path, directory: Path) -> dict:
+    """Put `directory` into the DVC cache of the project at `root`; its .dvc `outs` entry (no path)."""
+    from dvc.repo import Repo
+    from dvc_data.hashfile.build import build
+    from dvc_data.hashfile.transfer import transfer
+
+    with Repo(str(root)) as repo:
+        odb = repo.cache.local
+        staging, meta, obj = build(odb, str(directory), odb.fs, "md5")
+        transfer(staging, odb, {obj.hash_info}, shallow=False, hardlink=False)
+    return {"md5": obj.hash_info.value, "size": meta.size, "nfiles": meta.nfiles, "hash": "md5"}
 
 
 def _lineage(message: str | None) -> Lineage:

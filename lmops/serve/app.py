@@ -19,6 +19,7 @@ from lmops.params import ServeParams
 from lmops.serve.engine import UNREGISTERED, Engine, Loaded, PromptTooLong, load, load_prompt_hook
 from lmops.serve.logstore import LogWriter
 from lmops.serve.metrics import ServeMetrics
+from lmops.serve.protocol import encodable
 
 log = logging.getLogger("lmops.serve")
 
@@ -129,15 +130,21 @@ class Server:
                     rendered: str = "", result=None, prompt_version: str = "none", error: str | None = None,
                     user: str | None = None) -> None:
         latency = (time.monotonic() - arrived) * 1000
-        self.logs.log({
+        self.logs.log(_loggable({
             "request_id": request_id, "timestamp": datetime.now(UTC) - _ago(latency), "endpoint": endpoint,
             "status": status, "error": error, "model": self.sp.model,
             "model_version": result.model_version if result else self.loaded.version,
             "prompt_version": prompt_version, "prompt": prompt, "rendered_prompt": rendered,
             "response": result.text if result else "", "prompt_tokens": result.prompt_tokens if result else 0,
             "completion_tokens": result.completion_tokens if result else 0, "latency_ms": latency,
-            "mean_logprob": result.mean_logprob if result else None, "user": user or ""})
+            "mean_logprob": result.mean_logprob if result else None, "user": user or ""}))
         self.metrics.observe(endpoint, status, latency / 1000, result)
+
+
+def _loggable(row: dict) -> dict:
+    """The row with every string made encodable (lone surrogates backslash-escaped): a rejected
+    request's raw text is logged as evidence, and must not end up in the log store's quarantine."""
+    return {k: encodable(v) if isinstance(v, str) else v for k, v in row.items()}
 
 
 def _ago(ms: float):

@@ -5,6 +5,12 @@ requests from a queue and generates up to `max_batch` of them together (left-pad
 `lmops.model.generate.generate_texts`). The worker reads the current `Loaded` model once per
 batch; a swap replaces that reference after the new model is fully loaded, so a request in flight
 finishes on the model it started with and no request ever sees a half-loaded one.
+
+Each request's failure stays in that request: tokenizing, the length check and generation all run
+inside the worker's `try`; a batch that fails is retried one job at a time, so one bad job does not
+fail the others; a future its client stopped waiting for (a timeout) is skipped. Should the worker
+thread still die, `ensure_alive()` (called by every `submit` and by GET /health) starts a new one,
+and `health()` reports the worker's state.
 """
 from __future__ import annotations
 
@@ -12,8 +18,9 @@ import importlib
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -125,12 +132,21 @@ class Engine:
         self.threads = threads
         self.jobs: queue.Queue[Job] = queue.Queue()
         self.swaps = 0
+        self.restarts = 0
+        self.last_batch: float | None = None  # time.time() when the worker last finished a batch
+        self.busy_since: float | None = None  # time.monotonic() when the running batch started
         self._stop = threading.Event()
-        self._worker = threading.Thread(target=self._run, name="lmops-engine", daemon=True)
-        self._worker.start()
+        self._restart_lock = threading.Lock()
+        self._worker = self._start()
+
+    def _start(self) -> threading.Thread:
+        worker = threading.Thread(target=self._run, name="lmops-engine", daemon=True)
+        worker.start()
+        return worker
 
     # ---- the request side ---------------------------------------------------------------------
     def submit(self, prompt: str, max_tokens: int, temperature: float = 0.0, stop: list[str] | None = None) -> Future:
+        self.ensure_alive()
         job = Job(prompt, max_tokens, temperature, list(stop or []))
         self.jobs.put(job)
         return job.future
@@ -144,6 +160,27 @@ class Engine:
     def close(self) -> None:
         self._stop.set()
         self._worker.join(5)
+
+    # ---- the worker's health --------------------------------------------------------------------
+    def ensure_alive(self) -> bool:
+        """Start a new worker if the current one died (never while closing); whether one runs now."""
+        if self._worker.is_alive() or self._stop.is_set():
+            return self._worker.is_alive()
+        with self._restart_lock:
+            if not self._worker.is_alive() and not self._stop.is_set():
+                self.restarts += 1
+                log.error("the generation worker died; starting a new one (restart %d, %d requests queued)",
+                          self.restarts, self.jobs.qsize())
+                self._worker = self._start()
+        return self._worker.is_alive()
+
+    def health(self) -> dict:
+        """The worker's state for GET /health (restarting a dead worker first)."""
+        alive = self.ensure_alive()
+        busy = self.busy_since
+        return {"alive": alive, "restarts": self.restarts, "queue": self.jobs.qsize(),
+                "last_batch_s_ago": None if self.last_batch is None else round(time.time() - self.last_batch, 3),
+                "busy_s": None if busy is None else round(time.monotonic() - busy, 3)}
 
     # ---- the worker ---------------------------------------------------------------------------
     def _take_batch(self) -> list[Job]:
@@ -166,35 +203,81 @@ class Engine:
             batch = self._take_batch()
             if not batch:
                 continue
-            loaded = self.current  # one model for the whole batch, even if a swap lands meanwhile
-            # Greedy and sampled jobs need different generate() calls; group by those settings.
-            groups: dict[tuple, list[Job]] = {}
-            for job in batch:
-                groups.setdefault((job.temperature > 0, job.temperature), []).append(job)
-            for jobs in groups.values():
-                # Tokenizers are used on this thread only: a fast tokenizer is not safe to share.
-                jobs = [j for j in jobs if _fits(loaded, j)]
-                if not jobs:
-                    continue
-                try:
-                    results = generate(loaded, jobs)
-                except Exception as err:  # a generation bug fails its requests, never the worker
+            self.busy_since = time.monotonic()
+            try:
+                self._batch(batch)
+            except Exception as err:  # a bug outside the per-group handling: fail the batch, keep the worker
+                log.exception("a generation batch failed")
+                for job in batch:
+                    _fail(job, err)
+            finally:
+                self.busy_since = None
+                self.last_batch = time.time()
+
+    def _batch(self, batch: list[Job]) -> None:
+        loaded = self.current  # one model for the whole batch, even if a swap lands meanwhile
+        # Greedy and sampled jobs need different generate() calls; group by those settings.
+        groups: dict[tuple, list[Job]] = {}
+        for job in batch:
+            if job.future.done():  # its client stopped waiting (a timeout cancels the future)
+                continue
+            groups.setdefault((job.temperature > 0, job.temperature), []).append(job)
+        for jobs in groups.values():
+            # Tokenizers are used on this thread only: a fast tokenizer is not safe to share.
+            jobs = [j for j in jobs if _fits(loaded, j)]
+            if not jobs:
+                continue
+            try:
+                results = generate(loaded, jobs)
+            except Exception as err:  # a generation bug fails its requests, never the worker
+                if len(jobs) == 1:
                     log.exception("generation failed")
-                    for job in jobs:
-                        job.future.set_exception(err)
+                    _fail(jobs[0], err)
                     continue
-                for job, result in zip(jobs, results):
-                    job.future.set_result(result)
+                log.warning("a batch of %d failed (%s: %s); generating its requests one at a time",
+                            len(jobs), type(err).__name__, err)
+                self._one_by_one(loaded, jobs)
+                continue
+            for job, result in zip(jobs, results):
+                _settle(job, result)
+
+    def _one_by_one(self, loaded: Loaded, jobs: list[Job]) -> None:
+        for job in jobs:
+            try:
+                _settle(job, generate(loaded, [job])[0])
+            except Exception as err:
+                log.exception("generation failed")
+                _fail(job, err)
+
+
+def _settle(job: Job, result: Result) -> None:
+    try:
+        job.future.set_result(result)
+    except InvalidStateError:  # cancelled meanwhile: nobody waits for it
+        pass
+
+
+def _fail(job: Job, err: BaseException) -> None:
+    try:
+        job.future.set_exception(err)
+    except InvalidStateError:
+        pass
 
 
 def _fits(loaded: Loaded, job: Job) -> bool:
-    """Fail the job with PromptTooLong (a 400 for the client) unless prompt + completion fit."""
-    n = len(loaded.tokenizer(job.prompt, add_special_tokens=False)["input_ids"])
+    """Fail the job with PromptTooLong (a 400 for the client) unless prompt + completion fit; a prompt
+    the tokenizer cannot take fails its job (a 500), not the worker."""
+    try:
+        n = len(loaded.tokenizer(job.prompt, add_special_tokens=False)["input_ids"])
+    except Exception as err:
+        log.exception("tokenizing a prompt failed")
+        _fail(job, err)
+        return False
     if n == 0:
-        job.future.set_exception(PromptTooLong("the prompt is empty after tokenization"))
+        _fail(job, PromptTooLong("the prompt is empty after tokenization"))
         return False
     if n + job.max_tokens > loaded.context:
-        job.future.set_exception(PromptTooLong(
+        _fail(job, PromptTooLong(
             f"the prompt is {n} tokens and max_tokens is {job.max_tokens}, but {loaded.name} {loaded.version} "
             f"has a context of {loaded.context} tokens: shorten the prompt or lower max_tokens"))
         return False

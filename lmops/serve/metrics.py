@@ -24,7 +24,9 @@ class ServeMetrics:
             lambda: server.logs.backlog)
         Gauge("lmops_log_rows_written", "Log rows written to the production log store", registry=r).set_function(
             lambda: server.logs.written)
-        Gauge("lmops_log_rows_dropped", "Log rows dropped because the log queue was full", registry=r).set_function(
+        Gauge("lmops_log_rows_quarantined", "Log rows that could not be written, moved to quarantine/",
+              registry=r).set_function(lambda: server.logs.quarantined)
+        Gauge("lmops_log_rows_dropped", "Log rows dropped because the journal could not be written", registry=r).set_function(
             lambda: server.logs.dropped)
 
     def observe(self, endpoint: str, status: int, seconds: float, result) -> None:

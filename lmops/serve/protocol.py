@@ -8,6 +8,28 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from lmops.data.generate import qa_text
 
+# Limits on the fields that are not the prompt (the prompt's: serve.max_prompt_chars, a 413).
+MAX_ID_CHARS = 1024  # `model`, `user`
+MAX_STOPS, MAX_STOP_CHARS = 4, 256  # as OpenAI: up to 4 stop sequences
+
+
+def checked_text(value: str, limit: int | None = None) -> str:
+    """`value` if it can be served and logged, else a ValueError saying why (pydantic turns it into a
+    400 naming the field): a lone UTF-16 surrogate (valid in JSON, not encodable as UTF-8) or a NUL
+    character is refused before it reaches the tokenizer or the log; other control characters are
+    served as sent."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as err:
+        bad = value[err.start]
+        raise ValueError(f"the text cannot be encoded as UTF-8: U+{ord(bad):04X} at position {err.start} is a "
+                         f"lone UTF-16 surrogate (send valid Unicode)") from None
+    if "\x00" in value:
+        raise ValueError(f"the text contains a NUL character (U+0000) at position {value.index(chr(0))}")
+    if limit is not None and len(value) > limit:
+        raise ValueError(f"the text is {len(value)} characters; the limit is {limit}")
+    return value
+
 
 class _Request(BaseModel):
     # OpenAI clients send many optional knobs (top_p, presence_penalty, ...): ignore what we don't use.
@@ -20,6 +42,21 @@ class _Request(BaseModel):
     n: int = Field(1, ge=1, le=1)  # one choice per request
     stream: Literal[False] = False  # streaming is not implemented
     user: str | None = None
+
+    @field_validator("model", "user")
+    @classmethod
+    def _identifier(cls, v: str | None) -> str | None:
+        return None if v is None else checked_text(v, MAX_ID_CHARS)
+
+    @field_validator("stop")
+    @classmethod
+    def _stops(cls, v: str | list[str] | None) -> str | list[str] | None:
+        stops = [v] if isinstance(v, str) else list(v or [])
+        if len(stops) > MAX_STOPS:
+            raise ValueError(f"{len(stops)} stop sequences; the limit is {MAX_STOPS}")
+        for s in stops:
+            checked_text(s, MAX_STOP_CHARS)
+        return v
 
     def stops(self) -> list[str]:
         return [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
@@ -35,6 +72,7 @@ class CompletionRequest(_Request):
             if len(v) != 1:
                 raise ValueError("send exactly one prompt per request (a list of one string is accepted)")
             v = v[0]
+        checked_text(v)
         if not v.strip():
             raise ValueError("prompt is empty")
         return v
@@ -44,6 +82,11 @@ class Message(BaseModel):
     model_config = ConfigDict(extra="ignore")
     role: Literal["system", "user", "assistant"]
     content: str
+
+    @field_validator("content")
+    @classmethod
+    def _content(cls, v: str) -> str:
+        return checked_text(v)
 
 
 class ChatRequest(_Request):
@@ -87,6 +130,15 @@ def chat_body(request_id: str, model: str, version: str, text: str, finish: str,
             "usage": usage_}
 
 
+def encodable(text: str) -> str:
+    """`text` with anything UTF-8 cannot encode (lone surrogates) backslash-escaped: safe to send and log."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def error_body(message: str, code: str, param: str | None = None) -> dict:
     kind = "server_error" if code == "server_error" else "invalid_request_error"
-    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
+    return {"error": {"message": encodable(message), "type": kind, "param": param and encodable(param), "code": code}}

@@ -24,6 +24,7 @@ from lmops.serve.protocol import (
 )
 
 GENERATE = ("/v1/completions", "/v1/chat/completions")
+MAX_BODY_BYTES = 1 << 20  # a request body larger than this is a 413 before it is parsed
 
 
 def _validation_message(err: RequestValidationError, body: bytes) -> tuple[str, str | None]:
@@ -32,6 +33,8 @@ def _validation_message(err: RequestValidationError, body: bytes) -> tuple[str, 
         data = json.loads(body)
     except ValueError as bad:
         return f"the request body is not valid JSON ({bad})", None
+    except RecursionError:
+        return "the request body is nested too deeply", None
     if not isinstance(data, dict):
         return f"the request body must be a JSON object, got {type(data).__name__}", None
     parts, param = [], None
@@ -75,6 +78,13 @@ def create_app(server: Server) -> FastAPI:
     @app.middleware("http")
     async def _arrival(request: Request, call_next):
         request.state.arrived = time.monotonic()
+        size = request.headers.get("content-length", "0")
+        if not size.isdigit() or int(size) > MAX_BODY_BYTES:
+            if request.url.path in GENERATE:
+                server.log_request(request_id=new_request_id("err"), endpoint=request.url.path,
+                                   arrived=request.state.arrived, status=413, error="request body too large")
+            return JSONResponse(error_body(f"the request body is {size} bytes; the limit is {MAX_BODY_BYTES}",
+                                           "request_too_large"), status_code=413)
         return await call_next(request)
 
     @app.exception_handler(RequestValidationError)
@@ -124,10 +134,21 @@ def create_app(server: Server) -> FastAPI:
 
     @app.get("/health")
     async def health():
+        """200 "ok" while the generation worker runs (a dead one is restarted here first) and is not
+        stuck on one batch for longer than the request timeout; else 503 "unhealthy"."""
         loaded = server.loaded
-        return {"status": "ok", "model": server.sp.model, "version": loaded.version, "path": str(loaded.path),
-                "queue": server.engine.jobs.qsize(), "log_backlog": server.logs.backlog,
+        worker = server.engine.health()
+        stuck = worker["busy_s"] is not None and worker["busy_s"] > server.sp.request_timeout
+        ok = worker["alive"] and not stuck
+        body = {"status": "ok" if ok else "unhealthy", "model": server.sp.model, "version": loaded.version,
+                "path": str(loaded.path), "queue": worker["queue"], "worker": worker,
+                "log_backlog": server.logs.backlog, "log_quarantined": server.logs.quarantined,
                 "uptime_s": round(time.time() - server.started, 1)}
+        if not ok:
+            body["reason"] = "the generation worker is not running" if not worker["alive"] else \
+                f"the generation worker has been on one batch for {worker['busy_s']} s"
+            return JSONResponse(body, status_code=503)
+        return body
 
     @app.get("/metrics")
     async def metrics():

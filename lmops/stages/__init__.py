@@ -14,15 +14,18 @@ from lmops.params import Params
 
 # stage name -> module under lmops.stages holding `run(p, root) -> dict`
 STAGES: dict[str, str] = {
+    "check": "check",  # validates params.yaml before `dvc repro` deletes any output
     "data": "data",
     "train": "train",
     "evaluate": "evaluate",
     "prompts": "prompts",
     "quantize": "quantize",
     "long_context": "long_context",
-    "drift": "drift",
+    "summary": "summary",
     "real_model": "real_model",
 }
+# No `drift` stage: the closed loop is the Prefect flow `lmops-scenario` (flows/scenario.py), which
+# `lmops-pipeline` runs after these stages; its summary, metrics/drift.json, is a top-level dvc.yaml metric.
 
 
 def stage_module(name: str):

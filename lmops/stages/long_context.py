@@ -18,11 +18,23 @@ from lmops.layout import (
 from lmops.params import Params
 
 
+def index_location(p: Params, root: Path) -> Path | str:
+    """long_context.retrieval.index: "" = the DVC output data/long_context_index; else an object-store URI
+    (then the DVC output holds only a LOCATION note naming it, so `dvc repro` still finds its output)."""
+    uri = p.long_context.retrieval.index
+    if not uri:
+        return root / LONGCTX_INDEX
+    if "://" not in uri:
+        return Path(uri) if Path(uri).is_absolute() else root / uri
+    write_text(root / LONGCTX_INDEX / "LOCATION", uri + "\n")
+    return uri
+
+
 def run(p: Params, root: Path) -> dict:
     from lmops.longctx import report
     from lmops.longctx.experiment import compare
 
-    res = compare(p.long_context, root / BASE_MODEL, root / CORPUS, root / LONGCTX_INDEX)
+    res = compare(p.long_context, root / BASE_MODEL, root / CORPUS, index_location(p, root))
     trained = res.trained
     write_json(root / LONGCTX_METRICS, res.metrics)
     write_csv(root / LONGCTX_PASSKEY_CSV, ["method", "length", "depth", "accuracy"],

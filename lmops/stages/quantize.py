@@ -16,6 +16,7 @@ def run_grid(p: Params, root: Path, progress: bool = True) -> dict:
 
     from lmops.data import Corpus
     from lmops.model.build import check_model_dir
+    from lmops.progress import report
     from lmops.quant.artifact import save_variant, variant_meta
     from lmops.quant.build import build_context, build_variant
     from lmops.quant.evaluate import decode_speeds, eval_data, evaluate_variant
@@ -30,7 +31,8 @@ def run_grid(p: Params, root: Path, progress: bool = True) -> dict:
     data = eval_data(corpus, tokenizer, qp)
     results: dict[str, dict] = {}
     with atomic_dir(root / QUANT_DIR) as tmp:
-        for scheme in tqdm(schemes, desc="quantize", disable=not progress, unit="scheme"):
+        for i, scheme in enumerate(tqdm(schemes, desc="quantize", disable=not progress, unit="scheme")):
+            report("quantize", i, len(schemes))  # schemes done so far
             start = time.perf_counter()
             model, tok, fmt = build_variant(scheme, ctx)
             seconds = time.perf_counter() - start
@@ -38,6 +40,7 @@ def run_grid(p: Params, root: Path, progress: bool = True) -> dict:
             del model
             results[scheme.name] = evaluate_variant(tmp / scheme.name, data, qp, seconds)
             torch.set_num_threads(qp.threads)  # fine-tunes may have changed it
+        report("quantize", len(schemes), len(schemes))
         speeds = decode_speeds({name: tmp / name for name in results}, data.decode_prompt, qp.decode_tokens,
                                qp.decode_repeats)
     for name, tps in speeds.items():

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lmops.io import pyplot, save_figure, write_csv, write_text
+from lmops.io import check_output_dir, pyplot, save_figure, write_csv, write_text
 from lmops.layout import BASE_MODEL, CORPUS, PRETRAIN_LOSS, TRAIN_LOSS
 from lmops.params import Params, TrainParams
 
@@ -36,6 +36,7 @@ def train_and_save(tp: TrainParams, root: Path, out: Path, plot: Path, checkpoin
     from lmops.model.build import count_params, save_model
     from lmops.model.train import TrainConfig, train_lm, training_texts
 
+    check_output_dir(root / out)  # never the project root or a folder that is no lmops output
     corpus = Corpus.load(root / CORPUS)
     texts = training_texts(corpus, tp.seed)
     model, tokenizer = _start_model(tp, texts, root)
