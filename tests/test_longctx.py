@@ -109,6 +109,23 @@ def test_stage_rejects_chunks_longer_than_the_context(tiny_params):
         chunk_config(lp, 96)
 
 
+def test_lengths_come_from_params_not_a_released_models_context():
+    """A released model's 8,192-token context would make 65k-token prompts and a 16k fine-tune:
+    long_context.trained_context overrides it and max_tokens refuses what the machine cannot run
+    (issue 15 e)."""
+    from types import SimpleNamespace
+
+    from lmops.longctx.experiment import trained_context
+    from lmops.params import LongContextParams, ParamsError
+
+    real = SimpleNamespace(max_position_embeddings=8192)
+    with pytest.raises(ParamsError, match="kb_multiple asks for 65,536-token"):
+        trained_context(LongContextParams(), real)
+    assert trained_context(LongContextParams(trained_context=1024), real) == 1024
+    assert trained_context(LongContextParams(lengths=[1, 2], kb_multiple=1, finetune={"steps": 0}), real) == 8192
+    assert trained_context(LongContextParams(), SimpleNamespace(max_position_embeddings=256)) == 256
+
+
 def test_pooling_picks_the_lowest_entropy_chunk():
     import torch
 

@@ -31,6 +31,31 @@ def test_exact_match_is_case_and_space_insensitive():
     assert exact_match([" 42 bar", "no"], ["42 Bar", "yes"]) == 0.5
 
 
+def test_exact_match_takes_an_answer_that_ends_without_a_newline():
+    """An instruct model ends with a period or goes on: the answer is the prediction's start, at a word
+    boundary (issue 15 d)."""
+    preds = ["plum linen.", "Scarlet storm. The weekly check is due.", "reddish", "red", "The answer: red"]
+    assert exact_match(preds, ["plum linen", "scarlet storm", "red", "red", "red"]) == 3 / 5
+    assert exact_match([""], [""]) == 0.0
+    from lmops.prompts.harness import TASKS
+
+    assert TASKS["kb_qa"].correct("plum linen.", "plum linen")
+
+
+def test_eos_separators_are_trained_on_when_pad_is_eos():
+    """SmolLM2 pads with its EOS: padding is masked by position, so EOS separators keep their loss and
+    attention (issue 15 f)."""
+    import random
+
+    from lmops.model.train import batch_tensors, pack_rows
+
+    eos = 2
+    rows = pack_rows([[5, 6, eos], [7, 8, 9, eos]], 10, eos, random.Random(0))
+    ids, mask, labels = batch_tensors(rows)
+    assert ids.shape == (1, 10) and mask[0].tolist() == [1] * 7 + [0] * 3
+    assert (labels[0, :7] == eos).sum() == 2 and (labels[0, 7:] == -100).all()
+
+
 @pytest.mark.parametrize("arch", ["qwen2", "mistral"])
 def test_other_architectures_train_save_and_reload(tmp_path, tiny_root, arch):
     """Any Hugging Face causal-LM architecture goes through the same stages."""
@@ -119,3 +144,61 @@ def _split(row: list[int], sep: int) -> list[list[int]]:
     for t in row:
         out.append([]) if t == sep else out[-1].append(t)
     return out[1:-1]  # blocks between separators, whole
+
+
+CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+          "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+
+
+def test_evaluation_asks_a_chat_model_through_its_template(tiny_model, tiny_corpus):
+    """An instruct model answers through its chat template; the embedded model (none) keeps the QA
+    format (issue 15 a, evaluation side)."""
+    import copy
+
+    from lmops.model.evaluate import evaluate_base, kb_qa_items, recall_items
+
+    model, tok = tiny_model
+    plain, _ = kb_qa_items(tiny_corpus, "test", 2)
+    assert plain[0].endswith("\nAnswer:") and "<|im_start|>" not in plain[0]
+    chat_tok = copy.deepcopy(tok)
+    chat_tok.chat_template = CHATML
+    chat, answers = kb_qa_items(tiny_corpus, "test", 2, chat_tok)
+    assert chat[0].startswith("<|im_start|>user\n") and chat[0].endswith("<|im_start|>assistant\n")
+    rec, _ = recall_items(tiny_corpus, "test", 1, chat_tok)
+    lead = tiny_corpus.split(tiny_corpus.recall, "test")[0]["lead"]
+    assert rec[0].endswith("<|im_start|>assistant\n" + lead)
+    m = evaluate_base(model, chat_tok, tiny_corpus, context=96, ppl_tokens=256, max_items=2, max_new_tokens=2,
+                      progress=False)
+    assert m["chat_template"] is True
+    assert evaluate_base(model, tok, tiny_corpus, context=96, ppl_tokens=256, max_items=2, max_new_tokens=2,
+                         progress=False)["chat_template"] is False
+
+
+def test_device_auto_is_cpu_without_a_gpu_and_cuda_is_refused(monkeypatch, tmp_path, tiny_root):
+    """`device: auto` picks CUDA when present, else CPU (issue 15 build 3, checked on CPU)."""
+    import torch
+
+    from lmops.model.build import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto") == "cpu" and resolve_device("cpu") == "cpu"
+    with pytest.raises(InputError, match="no CUDA"):
+        resolve_device("cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_device("auto") == "cuda"
+    model, _ = load_model(tiny_root / "models" / "base", device="cpu")
+    assert model.device.type == "cpu"
+
+
+def test_lora_fine_tune_is_merged_into_the_saved_model(tmp_path, tiny_root):
+    """train.lora: a LoRA (peft) fine-tune of a model directory, merged before saving."""
+    from lmops.stages.train import run as stage_train
+
+    raw = json.loads(json.dumps(TINY))
+    raw["train"].update(base=str(tiny_root / "models" / "base"), steps=2, lora={"rank": 2, "alpha": 4})
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "corpus").symlink_to(tiny_root / "data" / "corpus")
+    stats = stage_train(validate(raw), tmp_path)
+    assert stats["lora"]["rank"] == 2 and stats["device"] == "cpu"
+    model, _ = load_model(tmp_path / "models" / "base")
+    assert not any("lora" in n for n, _ in model.named_parameters())

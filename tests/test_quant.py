@@ -197,3 +197,76 @@ def test_one_registration_adds_a_method(tiny_root, tiny_model, tmp_path):
     finally:
         registry.METHODS.clear()
         registry.METHODS.update(before)
+
+
+def test_quantized_kv_cache_quantizes_each_token_once(tiny_model):
+    """Decoding through the quantized cache is linear: a flush quantizes only the residual block and
+    appends its codes; no token is re-quantized (issue 15 g)."""
+    import torch
+
+    from lmops.quant.config import KVCacheConfig
+    from lmops.quant.kv import cache_bytes, new_cache
+
+    model, _ = tiny_model
+    kv = KVCacheConfig(bits=8, group_size=16, residual=8)
+    cache = new_cache(model, kv)
+    layer_cls = type(cache.layers[0])
+    quantized = []
+    orig = layer_cls._quantize
+
+    def counting(self, tensor, axis):
+        quantized.append(tensor.shape[-2])
+        return orig(self, tensor, axis)
+
+    layer_cls._quantize = counting
+    ids = torch.randint(2, 200, (1, 60), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        out = model(input_ids=ids[:, :4], past_key_values=cache, use_cache=True)
+        for t in range(4, 60):  # one token at a time, as decoding does
+            out = model(input_ids=ids[:, t:t + 1], past_key_values=cache, use_cache=True)
+    layers = model.config.num_hidden_layers
+    per_layer_kv = sum(quantized) // (2 * layers)  # tokens quantized per layer, keys (= values)
+    keys = cache.layers[0].keys
+    residual = keys.shape[-2] if keys.dim() == 4 else 0
+    assert per_layer_kv == 60 - residual  # each token once; the rest is the full-precision residual
+    assert max(quantized) <= 8 and cache.layers[0].cumulative_length == 60
+    assert cache_bytes(cache) > 0 and torch.isfinite(out.logits).all()
+    # the same logits as one forward pass through the full-precision cache, up to 8-bit rounding
+    with torch.no_grad():
+        ref = model(input_ids=ids).logits[0, -1]
+    assert torch.nn.functional.cosine_similarity(out.logits[0, -1], ref, dim=0) > 0.98
+
+
+def test_calibration_is_a_param_that_suits_the_model(tmp_path, tiny_params, tiny_corpus):
+    """quantize.calibration: the corpus' val split, or a text file such as the shipped English text
+    (issue 15 h)."""
+    from lmops.io import InputError
+    from lmops.params import ParamsError, validate
+    from lmops.quant.build import calibration_texts
+    from tests.conftest import ROOT, TINY
+
+    qp = tiny_params.quantize
+    assert calibration_texts(qp, tiny_corpus)[0] == tiny_corpus.split(tiny_corpus.documents, "val")[0]["text"]
+    english = qp.model_copy(update={"calibration": "text:data/english/calibration.txt"})
+    paras = calibration_texts(english, tiny_corpus, ROOT)
+    assert len(paras) > 10 and "assignment" in " ".join(paras)
+    with pytest.raises(InputError, match="not a file"):
+        calibration_texts(english, tiny_corpus, tmp_path)
+    with pytest.raises(ParamsError, match="quantize.calibration"):
+        validate({**TINY, "quantize": {**TINY["quantize"], "calibration": "val"}})
+
+
+def test_every_variant_reports_its_float_embedding(tiny_model, caplog):
+    """The tied embedding stays in float under every scheme: a warning and a report field say how much
+    of the weight bytes it is (issue 15 i)."""
+    import logging
+
+    from lmops.quant.evaluate import float_embedding
+
+    model, _ = tiny_model
+    emb = model.get_input_embeddings().weight
+    total = sum(p.numel() * p.element_size() for p in model.parameters())
+    with caplog.at_level(logging.WARNING, logger="lmops.quant.evaluate"):
+        n, share = float_embedding(model, total, "w8")
+    assert n == emb.numel() * emb.element_size() and 0 < share < 1
+    assert "w8: the tied (input + LM head) embedding stays float32" in caplog.text

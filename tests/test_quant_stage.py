@@ -25,7 +25,7 @@ import json, sys, torch
 from lmops.quant.artifact import load_variant
 from lmops.quant.config import KVCacheConfig
 from lmops.quant.int4 import Int4Linear
-from lmops.quant.kv import generate_kwargs
+from lmops.quant.kv import decode_args, generate_kwargs
 out = {}
 for d in sys.argv[1:]:
     model, tok, meta = load_variant(d)
@@ -40,7 +40,8 @@ for d in sys.argv[1:]:
             kinds.add(type(w).__name__ + ":" + str(getattr(w, "qdata", w).dtype))
     kv = KVCacheConfig(**meta["kv"]) if meta.get("kv") else None
     ids = tok("The pump", return_tensors="pt")["input_ids"]
-    gen = model.generate(ids, max_new_tokens=3, min_new_tokens=3, do_sample=False, **generate_kwargs(kv))
+    gen = model.generate(ids, max_new_tokens=3, min_new_tokens=3, do_sample=False,
+                         **decode_args(model, generate_kwargs(kv)))
     out[meta["scheme"]] = {"kinds": sorted(kinds), "new_tokens": gen.shape[1] - ids.shape[1],
                            "float_linears": float_linears,
                            "float_dtype": str(model.get_input_embeddings().weight.dtype)}

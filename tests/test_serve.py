@@ -60,7 +60,6 @@ def test_endpoints(server):
     ({"json": {"prompt": "x" * 9000}}, 413, "limit is 8000"),
     ({"json": {"prompt": "pump " * 200, "max_tokens": 8}}, 400, "context of 96 tokens"),
     ({"json": {"prompt": QUESTION, "model": "gpt-4"}}, 404, "'gpt-4' does not exist"),
-    ({"json": {"prompt": QUESTION, "stream": True}}, 400, "stream"),
 ])
 def test_bad_input_is_a_clear_4xx(server, kwargs, status, message):
     client, _, _ = server
@@ -245,3 +244,72 @@ def test_served_answers_match_evaluation(tiny_root, tiny_corpus):
     expected = generate_answers(loaded.model, loaded.tokenizer, prompts, max_new_tokens=6)
     assert [r.text.strip() for r in served] == expected
     assert all(r.completion_tokens <= 6 and r.mean_logprob is not None for r in served if r.text)
+
+
+def _events(r) -> list:
+    import json
+
+    assert r.headers["content-type"].startswith("text/event-stream")
+    lines = [line[len("data: "):] for line in r.text.split("\n\n") if line.startswith("data: ")]
+    assert lines[-1] == "[DONE]"
+    return [json.loads(x) for x in lines[:-1]]
+
+
+def test_streaming_on_both_endpoints_is_openai_sse_and_logged(server):
+    """`"stream": true`: server-sent events as OpenAI clients parse them, the same text as without
+    streaming, and a log row like any other request (issue 15 serving)."""
+    client, srv, logs = server
+    plain = client.post("/v1/completions", json={"prompt": QUESTION, "max_tokens": 5}).json()
+    r = client.post("/v1/completions", json={"prompt": QUESTION, "max_tokens": 5, "stream": True, "user": "stream"})
+    chunks = _events(r)
+    assert {c["object"] for c in chunks} == {"text_completion"} and len({c["id"] for c in chunks}) == 1
+    assert "".join(c["choices"][0]["text"] for c in chunks) == plain["choices"][0]["text"]
+    assert chunks[-1]["choices"][0]["finish_reason"] == plain["choices"][0]["finish_reason"]
+    messages = [{"role": "user", "content": "What is Kavin-123?"}]
+    answer = client.post("/v1/chat/completions", json={"messages": messages}).json()["choices"][0]["message"]
+    chunks = _events(client.post("/v1/chat/completions", json={"messages": messages, "stream": True, "user": "stream"}))
+    assert {c["object"] for c in chunks} == {"chat.completion.chunk"}
+    assert chunks[0]["choices"][0]["delta"]["role"] == "assistant" and chunks[-1]["choices"][0]["finish_reason"]
+    assert "".join(c["choices"][0]["delta"].get("content", "") for c in chunks) == answer["content"]
+    deadline = time.monotonic() + 10
+    while srv.logs.backlog and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)
+    df = read_logs(logs)
+    rows = df[df["user"] == "stream"]
+    assert len(rows) == 2 and (rows["status"] == 200).all() and (rows["completion_tokens"] > 0).all()
+
+
+CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+          "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+
+
+def test_chat_goes_through_the_models_template_and_ends_at_end_of_turn(tiny_root, tmp_path):
+    """A model with a chat template gets the conversation through it, and its answer ends at EOS / the
+    end of turn, not at the first newline; a plain completion prompt reaches the model as sent under
+    the default registry hook (issue 15 a, b, c)."""
+    import json
+
+    root = tmp_path / "proj"
+    shutil.copytree(tiny_root / "models" / "base", root / "models" / "base")
+    (root / "data").mkdir()
+    (root / "data" / "corpus").symlink_to(tiny_root / "data" / "corpus")
+    cfg = json.loads((root / "models" / "base" / "tokenizer_config.json").read_text())
+    (root / "models" / "base" / "tokenizer_config.json").write_text(json.dumps({**cfg, "chat_template": CHATML}))
+    with running_server(serve_params(tmp_path / "logs", prompt_hook="registry"), root) as (url, srv):
+        seen = []
+        submit = srv.engine.submit
+
+        def spy(prompt, max_tokens, temperature=0.0, stop=None):
+            seen.append((prompt, list(stop or [])))
+            return submit(prompt, max_tokens, temperature, stop)
+
+        srv.engine.submit = spy
+        client = httpx.Client(base_url=url, timeout=30)
+        r = client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "What is Kavin-123?"}],
+                                                       "max_tokens": 4})
+        assert r.status_code == 200, r.text
+        prompt, stop = seen[-1]
+        assert prompt == "<|im_start|>user\nWhat is Kavin-123?<|im_end|>\n<|im_start|>assistant\n" and stop == []
+        r = client.post("/v1/completions", json={"prompt": "The capital of France is", "max_tokens": 2})
+        assert r.status_code == 200 and seen[-1][0] == "The capital of France is"

@@ -63,7 +63,8 @@ def test_a_promotion_is_picked_up_without_restart(tmp_path):
     reg.save()
     touch_later(path)
     assert hook("Doc.\nQuestion: Who?\nAnswer:") == ("Answer from the document.\nQuestion: Who?\nDoc.\nAnswer:", "kb_qa@2")
-    assert hook("hey who built it??") == ("Answer from the document.\nQuestion: hey who built it??\n\nAnswer:", "kb_qa@2")
+    # a plain completion prompt is continued as sent, not rewritten into a question (issue 15 b)
+    assert hook("The capital of France is") == ("The capital of France is", "none")
 
 
 def test_missing_or_broken_registry_never_fails_a_request(tmp_path, caplog):

@@ -49,6 +49,19 @@ class Suite:
         return h
 
 
+def trained_context(lp: LongContextParams, config) -> int:
+    """The context every length multiple counts in: `long_context.trained_context`, else the model's
+    max_position_embeddings; a prompt or fine-tune row past `max_tokens` is a params error."""
+    trained = lp.trained_context or int(config.max_position_embeddings)
+    too_long = {k: n for k, n in lp.prompt_lengths(trained).items() if n > lp.max_tokens}
+    if too_long:
+        raise ParamsError(f"long_context: at a trained context of {trained} tokens "
+                          + ", ".join(f"{k} asks for {n:,}-token sequences" for k, n in too_long.items())
+                          + f", over long_context.max_tokens ({lp.max_tokens:,}); set long_context.trained_context "
+                          "or lower the multiples")
+    return trained
+
+
 def build_suite(lp: LongContextParams, tok, corpus, trained: int, index_dir: Path) -> Suite:
     """The seeded items and the two LanceDB tables (grown incrementally: only new documents are embedded)."""
     from lmops.longctx.retrieval import open_or_create
@@ -106,7 +119,7 @@ def compare(lp: LongContextParams, model_dir: Path, corpus_dir: Path, index_dir:
 
     torch.set_num_threads(lp.threads)
     model, tok = load_model(model_dir)
-    trained = int(model.config.max_position_embeddings)
+    trained = trained_context(lp, model.config)
     chunk_config(lp, trained)  # bad chunk params fail before any work
     methods = build_methods(lp) if methods is None else methods
     corpus = Corpus.load(corpus_dir)

@@ -38,21 +38,37 @@ class RopeConfig:
         return params
 
 
+def _per_layer_type(rp: dict) -> bool:
+    """Gemma 3 style: one RoPE dict per attention layer type (local sliding layers, global full layers)."""
+    return "full_attention" in rp and isinstance(rp["full_attention"], dict)
+
+
 def base_theta(config) -> float:
+    """The model's own RoPE base (of its global, full-attention layers when they differ by layer type)."""
     rp = getattr(config, "rope_parameters", None) or {}
+    if _per_layer_type(rp):
+        rp = rp["full_attention"]
     return float(rp.get("rope_theta", getattr(config, "rope_theta", 10000.0)))
+
+
+def _rotary_device(rotary):
+    return next(iter(rotary.buffers())).device
 
 
 def scale_rope_(model, cfg: RopeConfig):
     """Switch `model` (in place) to scaled RoPE; returns it. The rotary module's buffers are not saved
     weights, so rebuilding it from the new config is all a scaling change needs."""
     config = model.config
-    config.rope_parameters = cfg.rope_parameters(base_theta(config))
+    rp = getattr(config, "rope_parameters", None) or {}
+    if _per_layer_type(rp):  # sliding layers attend within their window: only the global layers are stretched
+        config.rope_parameters = {**rp, "full_attention": cfg.rope_parameters(base_theta(config))}
+    else:
+        config.rope_parameters = cfg.rope_parameters(base_theta(config))
     # Dynamic NTK grows the base once a sequence passes `max_position_embeddings`: keep it the trained length.
     config.max_position_embeddings = cfg.trained
     inner = model.get_decoder() if hasattr(model, "get_decoder") else model.model
     old = inner.rotary_emb
-    inner.rotary_emb = type(old)(config=config).to(old.inv_freq.device)
+    inner.rotary_emb = type(old)(config=config).to(_rotary_device(old))
     return model
 
 
@@ -65,4 +81,7 @@ def scaled_copy(model, cfg: RopeConfig | None):
 def inv_freq(model):
     """The rotary inverse frequencies currently in use, shape (head_dim/2,)."""
     inner = model.get_decoder() if hasattr(model, "get_decoder") else model.model
-    return inner.rotary_emb.inv_freq.detach().clone(), float(inner.rotary_emb.attention_scaling)
+    rot = inner.rotary_emb
+    if hasattr(rot, "inv_freq"):
+        return rot.inv_freq.detach().clone(), float(rot.attention_scaling)
+    return rot.full_attention_inv_freq.detach().clone(), float(rot.full_attention_attention_scaling)

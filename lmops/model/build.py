@@ -57,7 +57,18 @@ def check_model_dir(path: str | Path) -> Path:
     return path
 
 
-def load_model(path: str | Path, **kwargs) -> tuple["PreTrainedModel", "PreTrainedTokenizerFast"]:
+def resolve_device(setting: str = "auto") -> str:
+    """The `device` param: "auto" = "cuda" when a GPU is visible, else "cpu"; "cuda" without one is an error."""
+    import torch
+
+    if setting == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if setting == "cuda" and not torch.cuda.is_available():
+        raise InputError("device: cuda, but torch sees no CUDA GPU (use device: auto or cpu)")
+    return setting
+
+
+def load_model(path: str | Path, device: str | None = None, **kwargs) -> tuple["PreTrainedModel", "PreTrainedTokenizerFast"]:
     """Load a causal LM and its tokenizer; a corrupt directory raises InputError naming it."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -69,6 +80,8 @@ def load_model(path: str | Path, **kwargs) -> tuple["PreTrainedModel", "PreTrain
         raise InputError(f"model directory {path} could not be loaded: {err}") from None
     if tokenizer.pad_token is None:  # many released models ship without one
         tokenizer.pad_token = tokenizer.eos_token
+    if device:
+        model = model.to(device)
     return model.eval(), tokenizer
 
 

@@ -10,6 +10,19 @@ def first_line(text: str) -> str:
     return text.split("\n", 1)[0].strip()
 
 
+def has_chat_template(tokenizer) -> bool:
+    return bool(getattr(tokenizer, "chat_template", None))
+
+
+def chat_prompt(tokenizer, content: str, lead: str = "", system: str | None = None) -> str:
+    """`content` as one user turn through the tokenizer's chat template, the assistant turn opened
+    (and started with `lead`, when given, which the model continues). Text with the template's
+    special tokens; tokenize it with `add_special_tokens=False`."""
+    messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": content}]
+    text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    return text + lead
+
+
 def left_pad(rows: list[list[int]], pad_id: int):
     """(ids, mask), both (B, T) long tensors, for token rows of different lengths."""
     import torch
@@ -32,14 +45,16 @@ def generate_rows(model, tokenizer, rows: list[list[int]], max_new_tokens: int, 
     from tqdm.auto import tqdm
 
     kwargs = {"do_sample": False, **generate_kwargs}
+    cache_factory = kwargs.pop("cache_factory", None)  # model -> a fresh cache for each generate() call
     if "stop_strings" in kwargs:
         kwargs["tokenizer"] = tokenizer  # transformers matches stop strings through the tokenizer
     out: list[str] = []
     for i in tqdm(range(0, len(rows), batch_size), desc=desc, disable=not progress, leave=False):
         ids, mask = left_pad(rows[i:i + batch_size], tokenizer.pad_token_id)
         with torch.no_grad():
-            gen = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
-                                 pad_token_id=tokenizer.pad_token_id, **kwargs)
+            extra = {"past_key_values": cache_factory(model)} if cache_factory else {}
+            gen = model.generate(input_ids=ids.to(model.device), attention_mask=mask.to(model.device),
+                                 max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id, **kwargs, **extra)
         texts = tokenizer.batch_decode(gen[:, ids.shape[1]:], skip_special_tokens=True)
         out += [cut(t) if cut else t for t in texts]
     return out

@@ -43,18 +43,37 @@ def training_texts(corpus: Corpus, seed: int = 0, split: str = "train") -> list[
 def pack(token_lists: list[list[int]], context: int, pad_id: int, rng: random.Random) -> list[list[int]]:
     """Greedy packing of whole items into rows of `context` tokens (pad at the end of a row).
     Items are never cut across rows, so a fact and its question always share a window."""
+    return [row for row, _ in pack_rows(token_lists, context, pad_id, rng)]
+
+
+def pack_rows(token_lists: list[list[int]], context: int, pad_id: int,
+              rng: random.Random) -> list[tuple[list[int], int]]:
+    """`pack`, each row with its real length: the padding is told apart by position, never by
+    `ids == pad_id`, since many released models (SmolLM2 among them) pad with their EOS token, which
+    is also the separator between items that training must see."""
     order = list(range(len(token_lists)))
     rng.shuffle(order)
     rows, row = [], []
     for i in order:
         ids = token_lists[i][:context]
         if len(row) + len(ids) > context:
-            rows.append(row + [pad_id] * (context - len(row)))
+            rows.append((row + [pad_id] * (context - len(row)), len(row)))
             row = []
         row += ids
     if row:
-        rows.append(row + [pad_id] * (context - len(row)))
+        rows.append((row + [pad_id] * (context - len(row)), len(row)))
     return rows
+
+
+def batch_tensors(rows: list[tuple[list[int], int]]):
+    """(input_ids, attention_mask, labels) of packed rows: the mask and the -100 labels cover exactly
+    each row's padding past its real length."""
+    import torch
+
+    batch = torch.tensor([r for r, _ in rows])  # (B, T)
+    lengths = torch.tensor([n for _, n in rows])
+    mask = (torch.arange(batch.shape[1])[None, :] < lengths[:, None]).long()
+    return batch, mask, batch.masked_fill(mask == 0, -100)
 
 
 def repeat_row(rng: random.Random, vocab_size: int, context: int, sep: int, span: tuple[int, int],
@@ -126,20 +145,21 @@ def train_lm(model, tokenizer, texts: list[str], cfg: TrainConfig,
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.95))
     result, rows, start = TrainResult(), [], time.perf_counter()
+    device = next(model.parameters()).device
     model.train()
     bar = tqdm(range(cfg.steps), desc=cfg.desc, disable=not cfg.progress, unit="step")
     for step in bar:
         n_repeat = sum(rng.random() < cfg.repeat_share for _ in range(cfg.batch_size)) if cfg.repeat_share else 0
         if len(rows) < cfg.batch_size - n_repeat:
-            rows += pack(token_lists, cfg.context, pad, rng)
-        picked = [repeat_row(rng, len(tokenizer), cfg.context, eos, cfg.repeat_span) for _ in range(n_repeat)]
+            rows += pack_rows(token_lists, cfg.context, pad, rng)
+        picked = [(repeat_row(rng, len(tokenizer), cfg.context, eos, cfg.repeat_span), cfg.context)
+                  for _ in range(n_repeat)]
         picked += rows[:cfg.batch_size - n_repeat]
         rows = rows[cfg.batch_size - n_repeat:]
-        batch = torch.tensor(picked)  # (B, T)
-        labels = batch.masked_fill(batch == pad, -100)
+        batch, mask, labels = batch_tensors(picked)
         for group in opt.param_groups:
             group["lr"] = lr_at(step, cfg.steps, cfg.warmup, cfg.lr, cfg.cosine)
-        loss = model(input_ids=batch, attention_mask=(batch != pad).long(), labels=labels).loss
+        loss = model(input_ids=batch.to(device), attention_mask=mask.to(device), labels=labels.to(device)).loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -45,7 +45,9 @@ def _incident(corpus: Corpus, split: str) -> list[Item]:
 
 
 def _exact(pred: str, answer: str) -> bool:
-    return pred.strip().lower() == answer.strip().lower()
+    from lmops.model.evaluate import answer_matches
+
+    return answer_matches(pred, answer)
 
 
 def _first_word(pred: str, answer: str) -> bool:

@@ -19,25 +19,41 @@ class BuildContext:
     seed: int = 0
 
 
-def _calibration(tokenizer, corpus, qp) -> list:
-    """`calib_sequences` windows of the val split: never the test split the variants are scored on."""
+def calibration_texts(qp, corpus, root: Path = Path(".")) -> list[str]:
+    """`quantize.calibration`: the corpus' val split (never the test split the variants are scored on),
+    or the paragraphs of a text file, for a model that was not trained on the corpus."""
+    if qp.calibration == "corpus":
+        return [d["text"] for d in corpus.split(corpus.documents, "val")]
+    from lmops.io import InputError
+
+    path = Path(qp.calibration[len("text:"):])
+    path = path if path.is_absolute() else root / path
+    if not path.is_file():
+        raise InputError(f"quantize.calibration names {path}, which is not a file")
+    paras = [p.strip() for p in path.read_text(encoding="utf-8").split("\n\n") if p.strip()]
+    if not paras:
+        raise InputError(f"quantize.calibration file {path} is empty")
+    return paras
+
+
+def _calibration(tokenizer, corpus, qp, root: Path = Path(".")) -> list:
+    """`calib_sequences` windows of `max_length` tokens of the calibration texts."""
     import torch
 
     from lmops.model.evaluate import token_stream
 
-    ids = token_stream(tokenizer, [d["text"] for d in corpus.split(corpus.documents, "val")],
-                       qp.calib_sequences * qp.max_length)
+    ids = token_stream(tokenizer, calibration_texts(qp, corpus, root), qp.calib_sequences * qp.max_length)
     return [torch.tensor([ids[i:i + qp.max_length]]) for i in range(0, len(ids), qp.max_length)]
 
 
-def build_context(qp, base: Path, corpus, threads: int):
+def build_context(qp, base: Path, corpus, threads: int, root: Path = Path(".")):
     """(BuildContext, tokenizer): what every scheme is built from, with the `quantize` section's
     calibration windows and the training texts that QAT and LoRA schemes fine-tune on."""
     from lmops.model.build import load_model
     from lmops.model.train import training_texts
 
     _, tokenizer = load_model(base)
-    ctx = BuildContext(base=base, calib=_calibration(tokenizer, corpus, qp), train_texts=training_texts(corpus, qp.seed),
+    ctx = BuildContext(base=base, calib=_calibration(tokenizer, corpus, qp, root), train_texts=training_texts(corpus, qp.seed),
                        context=qp.max_length, threads=threads, seed=qp.seed)
     return ctx, tokenizer
 

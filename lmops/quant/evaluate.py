@@ -1,6 +1,7 @@
 """The same report card for every variant, measured on the reloaded artifact (real low-bit weights)."""
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -8,7 +9,28 @@ from pathlib import Path
 from lmops.quant.config import KVCacheConfig
 
 METRIC_KEYS = ("weight_bytes", "kv_bytes", "total_bytes", "perplexity", "ood_perplexity", "kb_qa_exact_match",
-               "tokens_per_s", "quantize_seconds")
+               "tokens_per_s", "quantize_seconds", "float_embedding_bytes", "float_embedding_share")
+
+log = logging.getLogger(__name__)
+
+
+def float_embedding(model, weight_bytes: int, scheme: str = "") -> tuple[int, float]:
+    """(bytes, share of `weight_bytes`) of the input embedding when it stays in floating point. No
+    scheme quantizes it, and with tied embeddings it is the LM head too: on a small model with a large
+    vocabulary (SmolLM2-135M: 49,152 x 576, a fifth of the weights) it bounds what any scheme saves, so
+    each variant says so in a log line and in its report."""
+    from lmops.quant.artifact import tensor_bytes
+
+    weight = model.get_input_embeddings().weight
+    if not weight.dtype.is_floating_point:
+        return 0, 0.0
+    n = tensor_bytes(weight)
+    share = n / max(1, weight_bytes)
+    tied = bool(getattr(model.config, "tie_word_embeddings", False))
+    log.warning("%s: the %sembedding stays %s: %.1f MB, %.0f%% of the weight bytes", scheme or type(model).__name__,
+                "tied (input + LM head) " if tied else "", str(weight.dtype).replace("torch.", ""), n / 1e6, 100 * share)
+    return n, round(share, 4)
+
 
 
 @dataclass
@@ -25,17 +47,22 @@ def eval_data(corpus, tokenizer, qp) -> EvalData:
 
     test = token_stream(tokenizer, [d["text"] for d in corpus.split(corpus.documents, "test")], qp.ppl_tokens)
     ood = token_stream(tokenizer, [r["text"] for r in corpus.ood], qp.ood_tokens)
-    prompts, answers = kb_qa_items(corpus, "test", qp.qa_items)
+    from lmops.model.generate import has_chat_template
+
+    prompts, answers = kb_qa_items(corpus, "test", qp.qa_items, tokenizer if has_chat_template(tokenizer) else None)
     return EvalData(test, ood, prompts, answers, test[:32])
 
 
 def _timed_decode(model, ids, tokens: int, gen_kwargs: dict) -> float:
     import torch
 
+    from lmops.quant.kv import decode_args
+
+    args = decode_args(model, gen_kwargs)
     with torch.no_grad():
         start = time.perf_counter()
         model.generate(ids, max_new_tokens=tokens, min_new_tokens=tokens, do_sample=False,
-                       pad_token_id=model.config.eos_token_id, **gen_kwargs)
+                       pad_token_id=model.config.eos_token_id, **args)
         return tokens / (time.perf_counter() - start)
 
 
@@ -74,6 +101,7 @@ def evaluate_variant(model_dir: Path, data: EvalData, qp, quantize_seconds: floa
     gen = generate_kwargs(kv)
     preds = generate_answers(model, tokenizer, data.qa_prompts, qp.max_new_tokens, desc="kb qa", **gen)
     weight_bytes = saved_weight_bytes(model_dir)
+    emb_bytes, emb_share = float_embedding(model, weight_bytes, model_dir.name)
     cache = kv_bytes(model, kv, qp.context_tokens, qp.kv_chunk, len(tokenizer))
     return {
         "weight_bytes": weight_bytes,
@@ -84,4 +112,6 @@ def evaluate_variant(model_dir: Path, data: EvalData, qp, quantize_seconds: floa
         "kb_qa_exact_match": round(exact_match(preds, data.qa_answers), 4),
         "tokens_per_s": None,
         "quantize_seconds": round(quantize_seconds, 3),
+        "float_embedding_bytes": emb_bytes,
+        "float_embedding_share": emb_share,
     }

@@ -17,16 +17,77 @@ def cache_kwargs(kv: KVCacheConfig) -> dict:
 
 
 def generate_kwargs(kv: KVCacheConfig | None) -> dict:
-    """Extra `generate()` arguments: a fresh quantized cache per call."""
-    return {} if kv is None else {"cache_implementation": "quantized", "cache_config": cache_kwargs(kv)}
+    """Extra arguments of `lmops.model.generate.generate_rows` (and `decode_args`): a factory that
+    gives each `generate()` call a fresh appending quantized cache."""
+    return {} if kv is None else {"cache_factory": lambda model: new_cache(model, kv)}
+
+
+def decode_args(model, kwargs: dict) -> dict:
+    """`kwargs` for one `model.generate()` call, a `cache_factory` turned into a fresh cache."""
+    kwargs = dict(kwargs)
+    factory = kwargs.pop("cache_factory", None)
+    return {**kwargs, "past_key_values": factory(model)} if factory else kwargs
+
+
+def _append_layer_class():
+    from transformers.cache_utils import HQQQuantizedLayer
+
+    class AppendHQQLayer(HQQQuantizedLayer):
+        """transformers' `QuantizedLayer` de-quantizes the whole store and quantizes it again at every
+        flush of the residual (each `residual` tokens), so a long decode costs the square of its
+        length and its old codes drift through repeated rounding. With groups along each token's
+        head vector (axis 1) a token's codes never depend on other tokens, so only the flushed block
+        is quantized and its codes are appended: each token is quantized once."""
+
+        def update(self, key_states, value_states, *args, **kwargs):
+            import torch
+
+            self.cumulative_length += key_states.shape[-2]
+            if not self.is_initialized:
+                self.lazy_initialization(key_states, value_states)
+                self._quantized_keys = [self._quantize(key_states.contiguous(), axis=self.axis_key)]
+                self._quantized_values = [self._quantize(value_states.contiguous(), axis=self.axis_value)]
+                return key_states, value_states
+            if self._pending_beam_idx is not None:
+                raise NotImplementedError("the appending quantized KV cache does not support beam search")
+            residual_k = torch.cat([self.keys, key_states], dim=-2) if self.keys.dim() == 4 else key_states
+            residual_v = torch.cat([self.values, value_states], dim=-2) if self.values.dim() == 4 else value_states
+            old_k = [self._dequantize(q) for q in self._quantized_keys]
+            old_v = [self._dequantize(q) for q in self._quantized_values]
+            keys_out = torch.cat([*old_k, residual_k], dim=-2)
+            values_out = torch.cat([*old_v, residual_v], dim=-2)
+            if residual_k.shape[-2] >= self.residual_length:
+                self._quantized_keys.append(self._quantize(residual_k.contiguous(), axis=self.axis_key))
+                self._quantized_values.append(self._quantize(residual_v.contiguous(), axis=self.axis_value))
+                self.keys = torch.tensor([], dtype=key_states.dtype, device=key_states.device)
+                self.values = torch.tensor([], dtype=key_states.dtype, device=key_states.device)
+            else:
+                self.keys, self.values = residual_k, residual_v
+            return keys_out, values_out
+
+    return AppendHQQLayer
 
 
 def new_cache(model, kv: KVCacheConfig | None):
+    """A DynamicCache, or (with `kv`) a QuantizedCache whose layers append the codes of each flushed
+    block instead of re-quantizing the whole store (`AppendHQQLayer`)."""
     from transformers import DynamicCache, QuantizedCache
 
     if kv is None:
         return DynamicCache(config=model.config)
-    return QuantizedCache(config=model.config, **cache_kwargs(kv))
+    args = cache_kwargs(kv)
+    try:
+        cache = QuantizedCache(config=model.config, **args)
+    except ValueError as err:  # e.g. Gemma 3's sliding-window layers
+        from lmops.quant.config import QuantError
+
+        raise QuantError(f"{model.config.model_type}: a quantized KV cache needs full attention in every layer "
+                         f"({err})") from None
+    layer = _append_layer_class()
+    cache.layers = [layer(nbits=args["nbits"], axis_key=args["axis_key"], axis_value=args["axis_value"],
+                          q_group_size=args["q_group_size"], residual_length=args["residual_length"])
+                    for _ in cache.layers]
+    return cache
 
 
 def prefill(model, ids, kv: KVCacheConfig | None, chunk: int):
@@ -46,7 +107,7 @@ def prefill(model, ids, kv: KVCacheConfig | None, chunk: int):
 def cache_bytes(cache) -> int:
     """Bytes the cache holds: quantized codes with their scales/zeros plus any full-precision residual."""
     total, seen = 0, set()
-    for layer in cache.layers:
+    for layer in cache.layers:  # a quantized store is a list of (codes, meta) blocks
         for attr in ("keys", "values", "_quantized_keys", "_quantized_values"):
             total += tensor_bytes(getattr(layer, attr, None), seen)
     return total

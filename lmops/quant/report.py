@@ -34,8 +34,13 @@ def markdown_table(metrics: dict) -> str:
                     f"{m['perplexity']:.3f} | {m['perplexity'] / base['perplexity'] - 1:+.2%} | "
                     f"{m['ood_perplexity']:.2f} | {m['kb_qa_exact_match']:.1%} | {m['tokens_per_s']:.1f} | "
                     f"{m['quantize_seconds']:.1f} |")
+    emb = max((m.get("float_embedding_share", 0.0) for m in metrics["schemes"].values()), default=0.0)
+    note = (f"\nNo scheme quantizes the input embedding (tied to the LM head when the model ties them): it stays "
+            f"in floating point, up to {emb:.0%} of a variant's weight bytes (`float_embedding_share`).\n"
+            if emb else "")
     return (f"# Quantization grid\n\nBaseline `{metrics['baseline']}`; KV bytes at {metrics['context_tokens']} "
-            f"tokens (batch 1); `*` = on the memory/perplexity Pareto frontier.\n\n" + head + "\n".join(rows) + "\n")
+            f"tokens (batch 1); `*` = on the memory/perplexity Pareto frontier.\n\n" + head + "\n".join(rows) + "\n"
+            + note)
 
 
 def frontier_plot(metrics: dict, path: Path) -> None:

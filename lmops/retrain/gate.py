@@ -40,8 +40,9 @@ def answer_logprob(model, tokenizer, qa: list[dict]) -> float:
 def old_test_qa(model, tokenizer, corpus: Corpus, items: int, max_new_tokens: int = 12) -> float:
     """The base evaluation's open-book KB QA on the test entities (what the champion was chosen on)."""
     from lmops.model.evaluate import exact_match, generate_answers, kb_qa_items
+    from lmops.model.generate import has_chat_template
 
-    prompts, answers = kb_qa_items(corpus, "test", items)
+    prompts, answers = kb_qa_items(corpus, "test", items, tokenizer if has_chat_template(tokenizer) else None)
     return round(exact_match(generate_answers(model, tokenizer, prompts, max_new_tokens), answers), 4)
 
 

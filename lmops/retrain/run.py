@@ -94,7 +94,7 @@ def quantize_model(p: Params, root: Path, model_dir: Path, out: Path) -> Path:
     rp, qp = p.drift.retrain, p.quantize
     scheme = build_scheme(rp.quantize, qp)
     torch.set_num_threads(rp.threads)
-    ctx, _ = build_context(qp, model_dir, Corpus.load(root / CORPUS), rp.threads)
+    ctx, _ = build_context(qp, model_dir, Corpus.load(root / CORPUS), rp.threads, root)
     model, tok, fmt = build_variant(scheme, ctx)
     with atomic_dir(out) as tmp:
         save_variant(model, tok, tmp, variant_meta(scheme, fmt, source=str(model_dir)))

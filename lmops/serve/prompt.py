@@ -3,8 +3,9 @@
 `serve.prompt_hook: registry` (the default) renders the registry's prompt named by `serve.prompt_ref`
 (`kb_qa@production`) around what the user sent, and logs its version as `name@version`. The served
 task is knowledge-base QA: a request in the corpus' question/answer format (`...\nQuestion: q\nAnswer:`,
-which is also what the chat endpoint builds from a conversation) is split into its context and its
-last question; any other text is taken as the question, with no context. The registry file is
+which is also what the chat endpoint builds from a conversation for a model without a chat template)
+is split into its context and its last question. Any other text (a plain completion prompt, or a
+conversation already in the model's chat template) is used as sent. The registry file is
 re-read when it changes on disk, so `lmops prompts promote` takes effect without a restart. Until
 the file, the prompt or its alias exists, prompts are used as sent (one warning per state, never a
 failed request), and a registry that stops parsing keeps the last good prompt.
@@ -65,6 +66,8 @@ class RegistryPrompt:
         self._active = _Active(None, NONE, ("unread",))
 
     def __call__(self, prompt: str) -> tuple[str, str]:
+        if not _LAST_QA.search(prompt):  # a plain completion ("The capital of France is") is continued as sent
+            return prompt, NONE
         active = self._current()
         if active.render is None:
             return prompt, NONE

@@ -40,7 +40,7 @@ class _Request(BaseModel):
     temperature: float = Field(0.0, ge=0, le=2)
     stop: str | list[str] | None = None
     n: int = Field(1, ge=1, le=1)  # one choice per request
-    stream: Literal[False] = False  # streaming is not implemented
+    stream: bool = False  # server-sent events, as OpenAI clients expect them
     user: str | None = None
 
     @field_validator("model", "user")
@@ -110,6 +110,35 @@ def chat_prompt(messages: list[Message]) -> str:
             answer = turns[i + 1].content if i + 1 < len(turns) and turns[i + 1].role == "assistant" else None
             parts.append(qa_text(m.content, answer).rstrip("\n") if answer is not None else qa_text(m.content))
     return "".join(parts)
+
+
+def templated_chat(tokenizer, messages: list[Message]) -> str | None:
+    """The conversation through the model's own chat template (assistant turn opened), or None when the
+    model has none: an instruct model answers the bare QA format with nothing."""
+    if not getattr(tokenizer, "chat_template", None):
+        return None
+    return tokenizer.apply_chat_template([{"role": m.role, "content": m.content} for m in messages],
+                                         add_generation_prompt=True, tokenize=False)
+
+
+def stream_chunks(request_id: str, model: str, version: str, text: str, finish: str, chat: bool,
+                  pieces: list[str] | None = None) -> list[dict]:
+    """The OpenAI streaming chunks of one answer: the text in `pieces` (default: one piece), then an
+    empty delta with the finish reason. (`data: [DONE]` follows them on the wire.)"""
+    created, pieces = int(time.time()), pieces if pieces is not None else [text]
+    kind = "chat.completion.chunk" if chat else "text_completion"
+
+    def chunk(piece: str | None, reason: str | None, first: bool = False) -> dict:
+        if chat:
+            delta = ({"role": "assistant"} if first else {}) | ({"content": piece} if piece is not None else {})
+            choice = {"index": 0, "delta": delta, "finish_reason": reason}
+        else:
+            choice = {"index": 0, "text": piece or "", "finish_reason": reason, "logprobs": None}
+        return {"id": request_id, "object": kind, "created": created, "model": model, "system_fingerprint": version,
+                "choices": [choice]}
+
+    out = [chunk(p, None, i == 0) for i, p in enumerate(pieces)] or [chunk("", None, True)]
+    return out + [chunk(None if chat else "", finish)]
 
 
 def usage(prompt_tokens: int, completion_tokens: int) -> dict:

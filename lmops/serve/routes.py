@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from lmops.io import InputError
@@ -20,6 +20,8 @@ from lmops.serve.protocol import (
     chat_prompt,
     completion_body,
     error_body,
+    stream_chunks,
+    templated_chat,
     usage,
 )
 
@@ -53,6 +55,35 @@ def _raw_prompt(body: bytes) -> str:
         return prompt if isinstance(prompt, str) else json.dumps(prompt)
     except Exception:
         return body[:2000].decode("utf-8", "replace")
+
+
+def _sse(server: Server, request_id: str, endpoint: str, result) -> StreamingResponse:
+    """`"stream": true`: the answer as OpenAI server-sent events (`data: {chunk}` lines, then
+    `data: [DONE]`), one chunk per generated token's text. The request was logged like any other
+    before the stream starts. The answer is generated before it is sent (the batching engine
+    returns whole answers): a client sees the events, not an earlier first token."""
+    tok = server.loaded.tokenizer
+    ids = tok(result.text, add_special_tokens=False)["input_ids"] if result.text else []
+    pieces, prev = [], ""
+    for i in range(len(ids)):
+        cur = tok.decode(ids[:i + 1], skip_special_tokens=True)
+        if cur.startswith(prev) and cur != prev and not cur.endswith("\ufffd"):
+            pieces.append(cur[len(prev):])
+            prev = cur
+    if not result.text.startswith(prev):
+        pieces = [result.text]
+    elif prev != result.text:
+        pieces.append(result.text[len(prev):])
+    chunks = stream_chunks(request_id, server.sp.model, result.model_version, result.text, result.finish_reason,
+                           endpoint == GENERATE[1], pieces)
+
+    def events():
+        for c in chunks:
+            yield f"data: {json.dumps(c)}\n\n"
+        yield "data: [DONE]\n\n"
+
+    return StreamingResponse(events(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
 def create_app(server: Server) -> FastAPI:
@@ -111,6 +142,8 @@ def create_app(server: Server) -> FastAPI:
             return JSONResponse(error_body(err.message, err.code, err.param), status_code=err.status)
         server.log_request(request_id=request_id, endpoint=endpoint, arrived=arrived, status=200, prompt=raw,
                            rendered=text, result=result, prompt_version=prompt_version, user=req.user)
+        if req.stream:
+            return _sse(server, request_id, endpoint, result)
         build = completion_body if endpoint == GENERATE[0] else chat_body
         return build(request_id, server.sp.model, result.model_version, result.text, result.finish_reason,
                      usage(result.prompt_tokens, result.completion_tokens))
@@ -121,7 +154,11 @@ def create_app(server: Server) -> FastAPI:
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request, req: ChatRequest):
-        # A chat answer is one line in the corpus' QA format, so stop at the newline by default.
+        # A model with a chat template gets the conversation through it and ends its answer at EOS / the
+        # template's end of turn; the embedded model (no template) answers one line in the QA format.
+        templated = templated_chat(server.loaded.tokenizer, req.messages)
+        if templated is not None:
+            return await generate(request, req, GENERATE[1], req.messages[-1].content, templated, [])
         return await generate(request, req, GENERATE[1], req.messages[-1].content, chat_prompt(req.messages),
                               ["\n"])
 

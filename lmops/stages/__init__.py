@@ -22,6 +22,7 @@ STAGES: dict[str, str] = {
     "quantize": "quantize",
     "long_context": "long_context",
     "summary": "summary",
+    "real_model": "real_model",
 }
 # No `drift` stage: the closed loop is the Prefect flow `lmops-scenario` (flows/scenario.py), which
 # `lmops-pipeline` runs after these stages; its summary, metrics/drift.json, is a top-level dvc.yaml metric.

