@@ -71,12 +71,12 @@ def remote_of(project: str | Path, name: str | None = None) -> Remote:
         name = proc.stdout.strip()
         if proc.returncode or not name:
             raise RemoteError(f"{project} has no default DVC remote: `dvc remote add -d NAME URL` first")
-    proc = _run(["remote", "list"], project)
-    for line in proc.stdout.splitlines():
-        parts = line.split()
-        if len(parts) >= 2 and parts[0] == name:
-            return Remote(name, parts[1])
-    raise RemoteError(f"{project} has no DVC remote named {name!r} (`dvc remote list`)")
+    # `dvc config` prints the bare URL; `dvc remote list` wraps its table to the terminal's width
+    proc = _run(["config", f"remote.{name}.url"], project)
+    url = proc.stdout.strip()
+    if proc.returncode or not url:
+        raise RemoteError(f"{project} has no DVC remote named {name!r} (`dvc remote list`)")
+    return Remote(name, url)
 
 
 def cause(output: str) -> tuple[str, bool]:
