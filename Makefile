@@ -40,12 +40,12 @@ repro: install
 clean:
 	rm -rf $(VENV)
 
-# Headless Chromium for the Prefect UI test (tests/test_drift_loop.py skips without it).
+# Headless Chromium for the Prefect UI test (tests/flows/test_drift_loop.py skips without it).
 ui-deps:
 	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
 
 # PostgreSQL 15 for the Prefect-on-PostgreSQL test (tests/postgres.py starts its own server on loopback;
-# tests/test_fanout.py skips without it). The S3 server of the scale-out tests is moto, from the lock.
+# tests/flows/test_fanout.py skips without it). The S3 server of the scale-out tests is moto, from the lock.
 server-deps:
 	command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \
 		(apt-get update -qq && apt-get install -y -qq postgresql)

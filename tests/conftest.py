@@ -98,7 +98,7 @@ def s3():
 def pushed_tiny(tmp_path_factory, s3):
     """(project, bare git remote): one tiny project (code included) that ran data + train, pushed to a
     bare git repository and to the loopback S3 remote. One `dvc repro` shared by the scale-out tests
-    (tests/test_remote_s3.py, tests/test_fanout.py); its quantization grid is one scheme per worker."""
+    (tests/flows/test_remote_s3.py, tests/flows/test_fanout.py); its quantization grid is one scheme per worker."""
     from benchmarks.fanout import pushed_project
 
     params = {**TINY, "quantize": {**TINY["quantize"], "schemes": ["bf16", "w8"]}}

@@ -28,8 +28,8 @@ def dvc(args: list[str], cwd: Path) -> str:
 
 
 # Stages a test may leave out (none by default). The closed-loop scenario is no stage: it is the
-# `lmops-scenario` flow, driven end to end by tests/test_drift_loop.py. The real-model import lives in
-# real/dvc.yaml, outside the default pipeline: tests/test_real_model.py drives it.
+# `lmops-scenario` flow, driven end to end by tests/flows/test_drift_loop.py. The real-model import lives in
+# real/dvc.yaml, outside the default pipeline: tests/model/test_real_model.py drives it.
 SKIP_STAGES: tuple[str, ...] = ()
 
 

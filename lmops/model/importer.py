@@ -21,7 +21,7 @@ from lmops.errors import LmopsError
 log = logging.getLogger(__name__)
 
 STAMP = "lmops_import.json"  # inside the output directory: what it was imported from
-# Architectures the pipeline special-cases and tests (tests/test_architectures.py): anything else may
+# Architectures the pipeline special-cases and tests (tests/model/test_architectures.py): anything else may
 # load but is refused, so a run does not fail an hour in on a module name the code does not know.
 SUPPORTED_TYPES = ("llama", "qwen2", "mistral", "gemma3_text", "gemma3")
 

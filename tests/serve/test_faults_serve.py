@@ -18,7 +18,7 @@ import pytest
 
 from lmops.serve import running_server
 from lmops.serve.logstore import LogWriter, read_logs
-from tests.test_serve import QUESTION, serve_params
+from tests.serve.test_serve import QUESTION, serve_params
 
 BAD = "\ud800"  # a lone UTF-16 surrogate: valid in JSON ("\ud800"), not encodable as UTF-8
 

@@ -16,13 +16,13 @@ from lmops.params import ServeParams
 from lmops.registry import Registry
 from lmops.serve import running_server
 from lmops.serve.logstore import read_logs
-from tests.test_registry import NAME, git_repo
+from tests.registry.test_registry import NAME, git_repo
 
 QUESTION = "\nQuestion: Who makes Kavin-123?\nAnswer:"
 
 
 def serve_params(log_dir: Path, **kw) -> ServeParams:
-    # prompts as sent: these tests are about serving (the registry hook: tests/test_serve_prompt.py)
+    # prompts as sent: these tests are about serving (the registry hook: tests/serve/test_serve_prompt.py)
     return ServeParams(**{"port": 0, "log_dir": str(log_dir), "log_flush_seconds": 0.1, "reload_seconds": 0,
                           "prompt_hook": "", **kw})
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.test_drift import _features
+from tests.monitor.test_drift import _features
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ from lmops.io import read_json
 from lmops.registry import Registry
 from lmops.retrain.run import CHALLENGER, evaluate, full_precision, quantize_hook, register_and_gate
 from lmops.serve import running_server
-from tests.test_registry import NAME, git_repo
+from tests.registry.test_registry import NAME, git_repo
 
 QUESTION = "\nQuestion: Who makes Kavin-123?\nAnswer:"
 KEYS = {"new_qa", "new_answer_logprob", "new_qa_trained", "new_qa_untrained", "old_test_qa"}
@@ -22,7 +22,7 @@ KEYS = {"new_qa", "new_answer_logprob", "new_qa_trained", "new_qa_untrained", "o
 def project(tiny_root, tiny_model, tmp_path):
     """A git project with the tiny corpus, the tiny model as registered champion, and a challenger
     (the tiny model with other weights, as a fine-tune would leave it)."""
-    from tests.test_serve import perturbed_copy
+    from tests.serve.test_serve import perturbed_copy
 
     root = git_repo(tmp_path / "proj")
     shutil.copytree(tiny_root / "data" / "corpus", root / "data" / "corpus")

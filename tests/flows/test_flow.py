@@ -18,7 +18,7 @@ def test_pipeline_flow_runs_skips_and_publishes(tmp_path, prefect_server, monkey
     assert list((tmp_path / "proj-remote").rglob("*"))  # data pushed to the DVC remote
 
     # The scenario runs after the stages, as a subflow on the same server, and its summary is in the
-    # run's report. Its real run (worker, model server, retraining) is tests/test_drift_loop.py; here a
+    # run's report. Its real run (worker, model server, retraining) is tests/flows/test_drift_loop.py; here a
     # stand-in flow writes the summary, so this checks the wiring at the cost of a DVC no-op.
     called = []
 

@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
 from lmops.longctx.chunking import ChunkConfig
+from tests.conftest import ROOT
 
 PLANTED = {"id": "planted", "text": "Note: the access code for vault ZQ-77 is 4321."}
 
@@ -128,8 +128,7 @@ def test_registry_yields_the_metric_names_params_switch_on(tiny_params):
     from lmops.longctx.methods.registry import build_methods, register
     from lmops.params import load_params
 
-    root = Path(__file__).resolve().parent.parent
-    names = list(build_methods(load_params(root / "params.yaml").long_context))
+    names = list(build_methods(load_params(ROOT / "params.yaml").long_context))
     assert [n for n in names if n in CONTRACT] == CONTRACT  # a new method adds a key; none may go
     lp = tiny_params.long_context  # rope types linear + yarn
     assert list(build_methods(lp)) == ["truncation", "nbce", "retrieval", "retrieval_nbce", "rope_linear",

@@ -1,5 +1,5 @@
 """`lmops import-model` (issue 15 build 1): errors name the problem; an HF directory imports with a
-model card, and a second import is a no-op. The real GGUF import runs in tests/test_real_model.py."""
+model card, and a second import is a no-op. The real GGUF import runs in tests/model/test_real_model.py."""
 import json
 
 import pytest

@@ -58,7 +58,7 @@ def test_real_model_import_quantize_chat_and_stream(real_model_dir, tmp_path):
     from lmops.quant.evaluate import float_embedding
     from lmops.quant.methods.int8 import Int8WeightConfig
     from lmops.serve import running_server
-    from tests.test_serve import serve_params
+    from tests.serve.test_serve import serve_params
 
     torch.set_num_threads(2)
     model, tok = load_model(real_model_dir)
