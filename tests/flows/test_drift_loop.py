@@ -90,6 +90,23 @@ def test_drift_event_triggers_retraining_and_promotion(loop):
     assert not (sandbox / "metrics").exists() and [p.name for p in (root / "metrics").iterdir()] == ["drift.json"]
 
 
+def test_registered_versions_come_back_through_dvc_artifacts_get(loop, tmp_path):
+    """The sandbox's registry is read by DVC's own command: `--rev vX.Y.Z` and `--stage champion` return
+    that version's bytes (by hash), not the sandbox's working-tree model."""
+    from lmops.registry import dir_hash
+
+    root, m = loop
+    sandbox = root / ".lmops/drift-scenario"
+    dvc = os.path.join(os.path.dirname(sys.executable), "dvc")
+    for how, out in ((["--rev", m["promoted"]], tmp_path / "rev"), (["--stage", "champion"], tmp_path / "champion")):
+        proc = subprocess.run([dvc, "artifacts", "get", ".", "lmops-model", *how, "-o", str(out)], cwd=sandbox,
+                              capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        expected = json.loads(subprocess.run(["git", "tag", "-l", "--format=%(contents)", f"lmops-model@{m['promoted']}"],
+                                             cwd=sandbox, capture_output=True, text=True).stdout)["model_hash"]
+        assert dir_hash(out) == expected, how
+
+
 def test_runs_land_in_the_configured_server(loop, server):
     root, m = loop
     sandbox = root / ".lmops/drift-scenario"
