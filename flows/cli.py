@@ -57,10 +57,19 @@ def _stop_children_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
 
+def _dvc_params_only(args, command: str) -> None:
+    """The pipeline's stages are DVC stages, and dvc.yaml reads params.yaml: another file would be
+    validated here and then silently not used, so it is refused in one line saying what to do."""
+    if Path(args.params) != Path("params.yaml"):
+        raise LmopsError(f"`lmops {command}` runs dvc.yaml's stages, which read params.yaml, not {args.params}: "
+                         f"copy it to params.yaml, or change single keys with `dvc exp run -S key=value`")
+
+
 def add_run(sub) -> None:
     def run(args) -> None:
         from lmops.runlock import note_flow_run, run_lock
 
+        _dvc_params_only(args, "run")
         params_of(args)  # fail on bad params before starting Prefect
         timeout = _prefect_start_timeout(args)
         root = Path(args.root).resolve()
@@ -81,6 +90,7 @@ def add_run(sub) -> None:
 
 def add_pretrain(sub) -> None:
     def pretrain(args) -> None:
+        _dvc_params_only(args, "pretrain")
         params_of(args)
         timeout = _prefect_start_timeout(args)
         from flows.pretrain import pretrain as flow
@@ -116,7 +126,7 @@ def add_scenario(sub) -> None:
 
         from flows.scenario import scenario
 
-        print(json.dumps(scenario(project=str(Path(args.root).resolve())), indent=2, default=str))
+        print(json.dumps(scenario(project=str(Path(args.root).resolve()), params=args.params), indent=2, default=str))
 
     p = sub.add_parser("scenario", help="play the closed loop (traffic, drift, event-triggered retraining, promotion) "
                        "as the Prefect flow `lmops-scenario` against PREFECT_API_URL; writes metrics/drift.json")

@@ -63,7 +63,8 @@ def remove_deployment(deployment_id: str) -> None:
 
 
 @flow(name="lmops-scenario", log_prints=True)
-def scenario(project: str = ".") -> dict:
+def scenario(project: str = ".", params: str = "params.yaml") -> dict:
+    """`params`: the params file (relative to `project`) the sandbox is built from."""
     from deployments.up import Stack, free_port
     from flows.monitor import monitor
     from lmops.data import Corpus
@@ -71,13 +72,13 @@ def scenario(project: str = ".") -> dict:
     from lmops.serve.simulate import Traffic
 
     root = Path(project).resolve()
-    validate_params(project)
+    validate_params(project, params)
     if not (root / BASE_MODEL / "config.json").exists():
         raise InputError(f"{root / BASE_MODEL} is missing: the scenario serves the trained base model")
     ws = root / SCENARIO_SANDBOX
     port = free_port()
     t_start = time.monotonic()
-    info = prepare_sandbox(str(root), str(ws), port)
+    info = prepare_sandbox(str(root), str(ws), port, params)
     p = load_params(ws / "params.yaml")
     sc = p.drift.scenario
     stack = Stack(ws, api_url=api_url())

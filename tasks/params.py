@@ -8,6 +8,6 @@ from lmops.params import Params, load_params
 
 
 @task(name="validate-params")
-def validate_params(project: str) -> Params:
-    """Fail the flow on a bad params.yaml before any stage starts."""
-    return load_params(Path(project) / "params.yaml")
+def validate_params(project: str, params: str = "params.yaml") -> Params:
+    """Fail the flow on a bad params file before any stage starts."""
+    return load_params(Path(project) / params)

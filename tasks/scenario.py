@@ -31,7 +31,7 @@ def _git(ws: Path, *args: str) -> None:
 
 
 @task(name="scenario-sandbox", cache_policy=NO_CACHE)
-def prepare_sandbox(root: str, ws: str, port: int) -> dict:
+def prepare_sandbox(root: str, ws: str, port: int, params: str = "params.yaml") -> dict:
     """A fresh project: params (model server on `port`), the corpus, the champion registered. Its own
     git + DVC repo and registry, so the demonstration never tags or locks the project that runs it."""
     from lmops.io import read_json
@@ -42,8 +42,8 @@ def prepare_sandbox(root: str, ws: str, port: int) -> dict:
     if ws.exists():
         shutil.rmtree(ws)
     ws.mkdir(parents=True)
-    raw = yaml.safe_load((root / "params.yaml").read_text())
-    sc = load_params(root / "params.yaml").drift.scenario
+    raw = yaml.safe_load((root / params).read_text())
+    sc = load_params(root / params).drift.scenario
     raw.setdefault("serve", {}).update({"port": port, "host": LOOPBACK, "reload_seconds": 2.0,
                                         "fallback_dir": str((root / BASE_MODEL).resolve())})
     onset = sc.reference_requests + sc.clean_windows * sc.window_requests
@@ -51,7 +51,7 @@ def prepare_sandbox(root: str, ws: str, port: int) -> dict:
                                            "seed": sc.seed})
     (ws / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     shutil.copytree(root / CORPUS, ws / CORPUS)
-    registry = load_params(root / "params.yaml").prompts.registry  # the served production prompt
+    registry = load_params(root / params).prompts.registry  # the served production prompt
     if not Path(registry).is_absolute() and (root / registry).is_file():
         (ws / registry).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(root / registry, ws / registry)

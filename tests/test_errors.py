@@ -36,3 +36,12 @@ def test_cli_turns_an_lmops_error_into_one_line(tmp_path):
     assert "Traceback" not in out.stderr
     lines = [line for line in out.stderr.splitlines() if line.startswith("lmops: error:")]
     assert len(lines) == 1, out.stderr[-2000:]
+
+
+def test_run_refuses_a_params_file_its_dvc_stages_would_not_read(tmp_path):
+    other = tmp_path / "other.yaml"
+    other.write_text((ROOT / "params.yaml").read_text())
+    out = subprocess.run([sys.executable, "-m", "lmops.cli", "--root", str(ROOT), "--params", str(other), "run"],
+                         capture_output=True, text=True)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "read params.yaml" in out.stderr and str(other) in out.stderr
