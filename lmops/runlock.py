@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from lmops.errors import LmopsError
+from lmops.io import pid_alive
 from lmops.layout import STATE
 
 RUN_LOCK = STATE / "run.lock"
@@ -22,16 +23,6 @@ RUN_LOCK = STATE / "run.lock"
 
 class RunLocked(LmopsError):
     """Another `lmops run` holds the project's run lock."""
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def read_lock(root: str | Path) -> dict | None:
@@ -73,7 +64,7 @@ def run_lock(root: str | Path, command: str | None = None) -> Iterator[Path]:
         if held is None:
             continue  # released meanwhile
         pid = held.get("pid")
-        if isinstance(pid, int) and _alive(pid) and pid != os.getpid():
+        if isinstance(pid, int) and pid_alive(pid) and pid != os.getpid():
             raise RunLocked(f"another `lmops run` is running in {Path(root).resolve()} ({describe(held)}); wait for "
                             f"it to finish or stop it (kill {pid}). Lock file: {path}")
         if not held and time.time() - path.stat().st_mtime < 10:
