@@ -94,6 +94,12 @@ def cmd_import_model(args) -> None:
     print(json.dumps(record, indent=2))
 
 
+def cmd_remote(args) -> None:
+    from lmops.remote import transfer
+
+    print(transfer(args.op, args.root, args.targets or None, args.remote, args.tries).strip()[-2000:])
+
+
 GLOBAL_VALUE_OPTIONS = ("--root", "--params", "--log-level")
 
 
@@ -166,6 +172,14 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     p.add_argument("--sha256", help="expected sha256 of a --source file")
     p.add_argument("--license", help="license recorded in the model card")
     p.set_defaults(func=cmd_import_model)
+
+    p = sub.add_parser("remote", help="dvc push/pull/fetch of the project's outputs with bounded retries and a "
+                       "one-line error naming the remote (S3, GCS or a directory)")
+    p.add_argument("op", choices=["push", "pull", "fetch"])
+    p.add_argument("targets", nargs="*", help="DVC targets (default: every output of dvc.lock and every .dvc file)")
+    p.add_argument("--remote", help="DVC remote name (default: the project's default remote)")
+    p.add_argument("--tries", type=int, default=3, help="attempts before giving up (default 3)")
+    p.set_defaults(func=cmd_remote)
 
     wanted = _command_of(sys.argv[1:] if argv is None else argv)
     if wanted in (None, "models"):  # the registry and prompt commands load their modules only when used

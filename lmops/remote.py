@@ -13,11 +13,10 @@ one-line errors.
   overwrites an old one's bytes) and a version only exists for others once its dvc.lock is pushed to git,
   which `push_then_git` does after the objects are all on the remote.
 
-`python -m lmops.remote push|pull [--remote NAME] [TARGET ...]` runs the same from a shell.
+`lmops remote push|pull|fetch [--remote NAME] [TARGET ...]` runs the same from a shell.
 """
 from __future__ import annotations
 
-import argparse
 import os
 import subprocess
 import sys
@@ -145,24 +144,3 @@ def push_registry(project: str | Path, name: str, git_remote: str = "origin", **
     if proc.returncode:
         raise RemoteError(f"git push {git_remote} --tags failed: {(proc.stderr.strip().splitlines() or ['?'])[-1]}")
     return out
-
-
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m lmops.remote", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("op", choices=["push", "pull", "fetch"])
-    ap.add_argument("targets", nargs="*")
-    ap.add_argument("--root", default=".")
-    ap.add_argument("--remote")
-    ap.add_argument("--tries", type=int, default=3)
-    args = ap.parse_args(argv)
-    try:
-        print(transfer(args.op, args.root, args.targets or None, args.remote, args.tries).strip()[-2000:])
-    except LmopsError as err:
-        print(f"lmops: error: {err}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -45,3 +45,14 @@ def test_run_refuses_a_params_file_its_dvc_stages_would_not_read(tmp_path):
                          capture_output=True, text=True)
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert "read params.yaml" in out.stderr and str(other) in out.stderr
+
+
+def test_remote_command_without_a_remote_is_one_line(tmp_path):
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=tmp_path, check=True)
+    (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
+    out = subprocess.run([sys.executable, "-m", "lmops.cli", "--root", str(tmp_path), "remote", "push"],
+                         capture_output=True, text=True)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    errors = [line for line in out.stderr.splitlines() if line.startswith("lmops: error:")]
+    assert len(errors) == 1 and "has no default DVC remote" in errors[0], out.stderr[-2000:]
