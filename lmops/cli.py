@@ -47,7 +47,7 @@ def cmd_serve(args) -> None:
         raw = params.model_dump(mode="json")
         raw["serve"].update(overrides)
         params = validate(raw, "--host/--port", root=args.root)
-    serve(params.serve, Path(args.root))
+    serve(params.serve, Path(args.root), params.device)
 
 
 def cmd_simulate(args) -> None:

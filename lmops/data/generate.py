@@ -9,6 +9,7 @@ late) teach and test copying from context.
 from __future__ import annotations
 
 import random
+import re
 from dataclasses import asdict, dataclass, field
 
 KINDS = ["pump", "compressor", "valve", "turbine", "boiler", "conveyor", "chiller", "generator"]
@@ -89,6 +90,28 @@ def qa_pairs(e: Entity) -> list[tuple[str, str]]:
             (f"What is the maximum temperature of {e.name}?", f"{e.temperature} degrees"),
             (f"How often is {e.name} serviced?", f"every {e.interval} days"),
             (f"When was {e.name} installed?", str(e.year))]
+
+
+# The answer's lead for each profile question (`qa_pairs`): the question restated as the start of its
+# answer ("The operating pressure of Vindor-417 is"), which an instruct model continues with the answer
+# instead of a full sentence of its own, as recall items do with their `lead`.
+QA_LEADS = [(re.compile(q), lead) for q, lead in [
+    (r"What is the operating pressure of (.+)\?", "The operating pressure of {} is"),
+    (r"Who makes (.+)\?", "{} is made by"),
+    (r"Where is (.+) located\?", "{} is located in"),
+    (r"Which team services (.+)\?", "{} is serviced by"),
+    (r"What is the maximum temperature of (.+)\?", "The maximum temperature of {} is"),
+    (r"How often is (.+) serviced\?", "{} is serviced"),
+    (r"When was (.+) installed\?", "{} was installed in")]]
+
+
+def qa_lead(question: str) -> str:
+    """The lead of a profile question (`QA_LEADS`), or "" for a question of another shape."""
+    for pattern, lead in QA_LEADS:
+        m = pattern.fullmatch(question.strip())
+        if m:
+            return lead.format(m.group(1))
+    return ""
 
 
 def procedure_doc(rng: random.Random, e: Entity) -> str:

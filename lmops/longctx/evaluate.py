@@ -86,8 +86,9 @@ def token_nll(model, ids: list[int], window: int | None = None) -> list[float]:
 
     def nll(seq: list[int]) -> list[float]:
         with torch.no_grad():
-            logits = model(input_ids=torch.tensor([seq])).logits[0, :-1].float()
-        return torch.nn.functional.cross_entropy(logits, torch.tensor(seq[1:]), reduction="none").tolist()
+            logits = model(input_ids=torch.tensor([seq], device=model.device)).logits[0, :-1].float()
+        return torch.nn.functional.cross_entropy(logits, torch.tensor(seq[1:], device=logits.device),
+                                                 reduction="none").tolist()
 
     if window is None or len(ids) <= window:
         return nll(ids)

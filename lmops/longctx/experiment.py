@@ -106,8 +106,9 @@ def perplexity_models(methods: dict, base_model) -> dict:
 
 
 def compare(lp: LongContextParams, model_dir: Path, corpus_dir: Path, index_dir: Path,
-            methods: dict | None = None) -> Results:
-    """Every method (default: all the registry switches on for `lp`) on the same suite."""
+            methods: dict | None = None, device: str = "cpu") -> Results:
+    """Every method (default: all the registry switches on for `lp`) on the same suite, the model on
+    `device` (a resolved one: `lmops.model.build.resolve_device`)."""
     import torch
 
     from lmops.data import Corpus
@@ -118,7 +119,7 @@ def compare(lp: LongContextParams, model_dir: Path, corpus_dir: Path, index_dir:
     from lmops.model.evaluate import token_stream
 
     torch.set_num_threads(lp.threads)
-    model, tok = load_model(model_dir)
+    model, tok = load_model(model_dir, device=device)
     trained = trained_context(lp, model.config)
     chunk_config(lp, trained)  # bad chunk params fail before any work
     methods = build_methods(lp) if methods is None else methods

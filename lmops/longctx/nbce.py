@@ -62,6 +62,8 @@ def nbce_generate(model, tokenizer, chunks: list[str] | list[list[int]], prompt:
     prompt_ids = enc(prompt)
     rows = [prompt_ids] + [enc(c) + prompt_ids for c in chunks]  # row 0: no context
     ids, mask = left_pad(rows, tokenizer.pad_token_id)  # (n+1, T)
+    dev = model.device
+    ids, mask = ids.to(dev), mask.to(dev)
     pos = (mask.cumsum(-1) - 1).clamp(min=0)
     gen = torch.Generator().manual_seed(cfg.seed)
     out: list[int] = []
@@ -71,7 +73,7 @@ def nbce_generate(model, tokenizer, chunks: list[str] | list[list[int]], prompt:
             res = model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=past, use_cache=True)
             past = res.past_key_values
             logp = torch.log_softmax(res.logits[:, -1].float(), dim=-1)  # (n+1, V)
-            scores = nbce_combine(logp[1:], logp[0], cfg.beta)
+            scores = nbce_combine(logp[1:], logp[0], cfg.beta).cpu()
             if cfg.sample:
                 token = int(torch.multinomial(torch.softmax(scores / cfg.temperature, -1), 1, generator=gen))
             else:
@@ -82,7 +84,7 @@ def nbce_generate(model, tokenizer, chunks: list[str] | list[list[int]], prompt:
             if "\n" in tokenizer.decode(out):
                 break
             # Every row continues with the same chosen token, each on its own cache.
-            ids = torch.full((len(rows), 1), token, dtype=torch.long)
-            mask = torch.cat([mask, torch.ones((len(rows), 1), dtype=torch.long)], dim=1)
+            ids = torch.full((len(rows), 1), token, dtype=torch.long, device=dev)
+            mask = torch.cat([mask, torch.ones((len(rows), 1), dtype=torch.long, device=dev)], dim=1)
             pos = pos[:, -1:] + 1
     return first_line(tokenizer.decode(out, skip_special_tokens=True))

@@ -5,7 +5,7 @@ import math
 import re
 
 from lmops.data import Corpus
-from lmops.data.generate import qa_text
+from lmops.data.generate import qa_lead, qa_text
 from lmops.model.generate import first_line  # noqa: F401  (re-exported)
 from lmops.model.generate import generate_texts as generate_answers  # noqa: F401  (the name callers use)
 
@@ -82,10 +82,13 @@ def chat_qa_prompt(tokenizer, context: str, question: str, lead: str = "") -> st
 
 def kb_qa_items(corpus: Corpus, split: str, limit: int, tokenizer=None) -> tuple[list[str], list[str]]:
     """Open-book questions on entities of `split` (never trained on): profile document + question, in the
-    QA format, or through `tokenizer`'s chat template when one is given."""
+    QA format, or through `tokenizer`'s chat template when one is given, with the question's lead
+    (`qa_lead`: "The operating pressure of Vindor-417 is") opening the assistant turn, so an instruct
+    model completes the answer rather than writing a sentence of its own (as `recall_items` does)."""
     rows = corpus.split(corpus.qa, split)[:limit]
     if tokenizer is not None:
-        return [chat_qa_prompt(tokenizer, r["doc"], r["question"]) for r in rows], [r["answer"] for r in rows]
+        return ([chat_qa_prompt(tokenizer, r["doc"], r["question"], qa_lead(r["question"])) for r in rows],
+                [r["answer"] for r in rows])
     return [qa_prompt(r["doc"], r["question"]) for r in rows], [r["answer"] for r in rows]
 
 

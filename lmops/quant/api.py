@@ -40,13 +40,14 @@ def collect_stats(model: nn.Module, calib: list[torch.Tensor], names: list[str],
             if hessian:
                 stats[name] = stats.get(name, 0) + x.T @ x
             else:
-                stats[name] = torch.maximum(stats.get(name, torch.zeros(x.shape[1])), x.abs().amax(0))
+                stats[name] = torch.maximum(stats.get(name, torch.zeros(x.shape[1], device=x.device)), x.abs().amax(0))
         return fn
 
     handles = [model.get_submodule(n).register_forward_pre_hook(hook(n)) for n in names]
     try:
+        device = next(model.parameters()).device
         for ids in calib:
-            model(input_ids=ids)
+            model(input_ids=ids.to(device))
     finally:
         for h in handles:
             h.remove()

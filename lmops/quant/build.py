@@ -17,6 +17,14 @@ class BuildContext:
     context: int = 256
     threads: int = 1
     seed: int = 0
+    device: str = "cpu"  # where builders load the model (the resolved `device` param); bitsandbytes loads its own way
+
+
+def load_base(ctx: BuildContext) -> tuple:
+    """(model, tokenizer) of `ctx.base` in float32 on `ctx.device`: what a builder starts from."""
+    from lmops.model.build import load_model
+
+    return load_model(ctx.base, device=ctx.device)
 
 
 def calibration_texts(qp, corpus, root: Path = Path(".")) -> list[str]:
@@ -46,7 +54,7 @@ def _calibration(tokenizer, corpus, qp, root: Path = Path(".")) -> list:
     return [torch.tensor([ids[i:i + qp.max_length]]) for i in range(0, len(ids), qp.max_length)]
 
 
-def build_context(qp, base: Path, corpus, threads: int, root: Path = Path(".")):
+def build_context(qp, base: Path, corpus, threads: int, root: Path = Path("."), device: str = "cpu"):
     """(BuildContext, tokenizer): what every scheme is built from, with the `quantize` section's
     calibration windows and the training texts that QAT and LoRA schemes fine-tune on."""
     from lmops.model.build import load_model
@@ -54,7 +62,7 @@ def build_context(qp, base: Path, corpus, threads: int, root: Path = Path(".")):
 
     _, tokenizer = load_model(base)
     ctx = BuildContext(base=base, calib=_calibration(tokenizer, corpus, qp, root), train_texts=training_texts(corpus, qp.seed),
-                       context=qp.max_length, threads=threads, seed=qp.seed)
+                       context=qp.max_length, threads=threads, seed=qp.seed, device=device)
     return ctx, tokenizer
 
 

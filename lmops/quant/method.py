@@ -47,9 +47,9 @@ class QuantMethod:
         raise QuantError(f"quantization method {self.name!r} has no in-place transform: build it with build_variant")
 
     def build(self, config, ctx) -> tuple:
-        from lmops.model.build import load_model
+        from lmops.quant.build import load_base
 
-        model, tokenizer = load_model(ctx.base)  # float32
+        model, tokenizer = load_base(ctx)  # float32, on the resolved device
         model.eval()
         return self.apply(model, config, ctx.calib), tokenizer
 

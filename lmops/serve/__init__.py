@@ -14,19 +14,20 @@ from pathlib import Path
 from lmops.params import ServeParams
 
 
-def build(sp: ServeParams, root: Path = Path("."), prompt_hook=None):
-    """(FastAPI app, Server) for `sp`; the heavy imports happen here, not at `import lmops.serve`."""
+def build(sp: ServeParams, root: Path = Path("."), prompt_hook=None, device: str = "auto"):
+    """(FastAPI app, Server) for `sp` on `device` (the `device` param: auto = CUDA when present); the
+    heavy imports happen here, not at `import lmops.serve`."""
     from lmops.serve.app import Server
     from lmops.serve.routes import create_app
 
-    server = Server(sp, Path(root), prompt_hook)
+    server = Server(sp, Path(root), prompt_hook, device)
     return create_app(server), server
 
 
-def serve(sp: ServeParams, root: Path = Path(".")) -> None:
+def serve(sp: ServeParams, root: Path = Path("."), device: str = "auto") -> None:
     import uvicorn
 
-    app, server = build(sp, root)
+    app, server = build(sp, root, device=device)
     try:
         uvicorn.run(app, host=sp.host, port=sp.port, log_level="info", access_log=False)
     finally:
@@ -35,11 +36,11 @@ def serve(sp: ServeParams, root: Path = Path(".")) -> None:
 
 @contextmanager
 def running_server(sp: ServeParams, root: Path = Path("."), prompt_hook=None,
-                   startup_timeout: float = 60.0) -> Iterator[tuple[str, object]]:
+                   startup_timeout: float = 60.0, device: str = "auto") -> Iterator[tuple[str, object]]:
     """Serve on a background thread (port 0 = a free one); yield (base URL, Server)."""
     import uvicorn
 
-    app, server = build(sp, root, prompt_hook)
+    app, server = build(sp, root, prompt_hook, device)
     config = uvicorn.Config(app, host=sp.host, port=sp.port, log_level="warning", access_log=False)
     uv = uvicorn.Server(config)
     thread = threading.Thread(target=uv.run, name="lmops-uvicorn", daemon=True)

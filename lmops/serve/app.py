@@ -51,10 +51,12 @@ def champion_source(sp: ServeParams, root: Path) -> tuple[Path, str]:
 class Server:
     """Everything one server process holds: engine, log writer, metrics, and the reload poller."""
 
-    def __init__(self, sp: ServeParams, root: Path = Path("."), prompt_hook=None):
-        self.sp, self.root = sp, Path(root)
+    def __init__(self, sp: ServeParams, root: Path = Path("."), prompt_hook=None, device: str = "auto"):
+        from lmops.model.build import resolve_device
+
+        self.sp, self.root, self.device = sp, Path(root), resolve_device(device)  # the `device` param
         path, version = champion_source(sp, self.root)
-        self.engine = Engine(load(path, sp.model, version), sp.max_batch, sp.threads)
+        self.engine = Engine(load(path, sp.model, version, self.device), sp.max_batch, sp.threads)
         self.logs = LogWriter(self.root / sp.log_dir, sp.log_flush_seconds, sp.log_batch_rows)
         self.prompt_hook = prompt_hook or load_prompt_hook(sp.prompt_hook, sp, self.root)
         self.metrics = ServeMetrics(self)
@@ -77,7 +79,7 @@ class Server:
             old = self.loaded.version
             if version == old and path == self.loaded.path:
                 return {"reloaded": False, "version": version}
-            self.engine.swap(load(path, self.sp.model, version))
+            self.engine.swap(load(path, self.sp.model, version, self.device))
             self.metrics.reloads.inc()
             return {"reloaded": True, "version": version, "previous": old}
 
@@ -101,6 +103,12 @@ class Server:
 
     async def complete(self, rendered: str, req, default_stop: list[str]) -> tuple:
         """Run one generation: (Result, prompt version, the text the model saw). The caller logs."""
+        future, prompt_version, text = self.start(rendered, req, default_stop)
+        return await self.finish(future, self.sp.request_timeout), prompt_version, text
+
+    def start(self, rendered: str, req, default_stop: list[str], sink=None) -> tuple:
+        """Check the request and queue its generation: (future, prompt version, the text the model
+        sees); ApiError for a request that cannot be served. `sink`: stream the text there."""
         self.check_model(req.model)
         if len(rendered) > self.sp.max_prompt_chars:
             raise ApiError(413, f"the prompt is {len(rendered)} characters; the limit is {self.sp.max_prompt_chars}",
@@ -114,17 +122,21 @@ class Server:
         except Exception as err:  # a broken production prompt fails its request (logged), not the server
             raise ApiError(500, f"the production prompt hook failed: {type(err).__name__}: {err}",
                            "server_error") from None
-        future = self.engine.submit(text, max_tokens, req.temperature, req.stops() or default_stop)
+        future = self.engine.submit(text, max_tokens, req.temperature, req.stops() or default_stop, sink=sink)
+        return future, prompt_version, text
+
+    async def finish(self, future, timeout: float):
+        """The Result of a started generation, within `timeout` seconds; ApiError otherwise."""
         try:
-            result = await asyncio.wait_for(asyncio.wrap_future(future), self.sp.request_timeout)
+            return await asyncio.wait_for(asyncio.wrap_future(future), max(0.0, timeout))
         except PromptTooLong as err:
             raise ApiError(400, str(err), "context_length_exceeded", "prompt") from None
         except TimeoutError:
+            future.cancel()  # the worker skips it if it has not started
             raise ApiError(503, f"generation did not finish within {self.sp.request_timeout} s; retry later",
                            "timeout") from None
         except Exception as err:  # a generation bug: a 500 that is still logged like any request
             raise ApiError(500, f"generation failed: {type(err).__name__}: {err}", "server_error") from None
-        return result, prompt_version, text
 
     def log_request(self, *, request_id: str, endpoint: str, arrived: float, status: int, prompt: str = "",
                     rendered: str = "", result=None, prompt_version: str = "none", error: str | None = None,

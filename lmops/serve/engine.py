@@ -95,9 +95,12 @@ def load_weights(path: str | Path) -> tuple:
     return next((fn for marker, fn in LOADERS.items() if (path / marker).is_file()), _load_hf)(path)
 
 
-def load(path: str | Path, name: str, version: str) -> Loaded:
+def load(path: str | Path, name: str, version: str, device: str = "cpu") -> Loaded:
+    """The model of `path` on `device` (a resolved one: `lmops.model.build.resolve_device`)."""
     path = Path(path)
     model, tokenizer = load_weights(path)
+    if device != "cpu":
+        model = model.to(device)
     context = int(getattr(model.config, "max_position_embeddings", 0) or 2048)
     return Loaded(model, tokenizer, name, version, Path(path), context)
 
@@ -109,6 +112,7 @@ class Job:
     temperature: float
     stop: list[str] = field(default_factory=list)
     future: Future = field(default_factory=Future)
+    sink: object | None = None  # a `lmops.serve.stream.StreamSink`: the text goes there as it is generated
 
 
 class PromptTooLong(LmopsError, ValueError):
@@ -145,9 +149,14 @@ class Engine:
         return worker
 
     # ---- the request side ---------------------------------------------------------------------
-    def submit(self, prompt: str, max_tokens: int, temperature: float = 0.0, stop: list[str] | None = None) -> Future:
+    def submit(self, prompt: str, max_tokens: int, temperature: float = 0.0, stop: list[str] | None = None,
+               sink=None) -> Future:
+        """Queue one generation; its Result comes through the future. With a `sink` (streaming) the
+        text is also pushed there token by token while it is generated."""
         self.ensure_alive()
-        job = Job(prompt, max_tokens, temperature, list(stop or []))
+        job = Job(prompt, max_tokens, temperature, list(stop or []), sink=sink)
+        if sink is not None:
+            sink.attach(job.future)
         self.jobs.put(job)
         return job.future
 
@@ -297,6 +306,11 @@ def generate(loaded: Loaded, jobs: list[Job]) -> list[Result]:
     from transformers import StoppingCriteriaList
 
     stopper = _RowStop(tok, jobs, enc["input_ids"].shape[1])
+    if any(j.sink is not None for j in jobs):  # streamed rows get their text after every step
+        from lmops.serve.stream import RowStreamer
+
+        sampling["streamer"] = RowStreamer(tok, jobs, loaded.version)
+    enc = enc.to(model.device)
     with torch.no_grad():
         out = model.generate(**enc, max_new_tokens=max_new, pad_token_id=tok.pad_token_id,
                              output_scores=True, return_dict_in_generate=True,

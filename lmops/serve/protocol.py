@@ -121,24 +121,18 @@ def templated_chat(tokenizer, messages: list[Message]) -> str | None:
                                          add_generation_prompt=True, tokenize=False)
 
 
-def stream_chunks(request_id: str, model: str, version: str, text: str, finish: str, chat: bool,
-                  pieces: list[str] | None = None) -> list[dict]:
-    """The OpenAI streaming chunks of one answer: the text in `pieces` (default: one piece), then an
-    empty delta with the finish reason. (`data: [DONE]` follows them on the wire.)"""
-    created, pieces = int(time.time()), pieces if pieces is not None else [text]
-    kind = "chat.completion.chunk" if chat else "text_completion"
-
-    def chunk(piece: str | None, reason: str | None, first: bool = False) -> dict:
-        if chat:
-            delta = ({"role": "assistant"} if first else {}) | ({"content": piece} if piece is not None else {})
-            choice = {"index": 0, "delta": delta, "finish_reason": reason}
-        else:
-            choice = {"index": 0, "text": piece or "", "finish_reason": reason, "logprobs": None}
-        return {"id": request_id, "object": kind, "created": created, "model": model, "system_fingerprint": version,
-                "choices": [choice]}
-
-    out = [chunk(p, None, i == 0) for i, p in enumerate(pieces)] or [chunk("", None, True)]
-    return out + [chunk(None if chat else "", finish)]
+def stream_chunk(request_id: str, model: str, version: str, piece: str | None, finish: str | None, chat: bool,
+                 first: bool = False) -> dict:
+    """One OpenAI streaming chunk: a piece of the answer (`finish` None), or the last chunk, an empty
+    delta with the finish reason. A chat stream's first chunk also carries the assistant role.
+    (`data: [DONE]` follows the last one on the wire.)"""
+    if chat:
+        delta = ({"role": "assistant"} if first else {}) | ({"content": piece} if piece is not None else {})
+        choice = {"index": 0, "delta": delta, "finish_reason": finish}
+    else:
+        choice = {"index": 0, "text": piece or "", "finish_reason": finish, "logprobs": None}
+    return {"id": request_id, "object": "chat.completion.chunk" if chat else "text_completion",
+            "created": int(time.time()), "model": model, "system_fingerprint": version, "choices": [choice]}
 
 
 def usage(prompt_tokens: int, completion_tokens: int) -> dict:

@@ -20,10 +20,11 @@ from lmops.serve.protocol import (
     chat_prompt,
     completion_body,
     error_body,
-    stream_chunks,
+    stream_chunk,
     templated_chat,
     usage,
 )
+from lmops.serve.stream import END, StreamSink
 
 GENERATE = ("/v1/completions", "/v1/chat/completions")
 MAX_BODY_BYTES = 1 << 20  # a request body larger than this is a 413 before it is parsed
@@ -55,35 +56,6 @@ def _raw_prompt(body: bytes) -> str:
         return prompt if isinstance(prompt, str) else json.dumps(prompt)
     except Exception:
         return body[:2000].decode("utf-8", "replace")
-
-
-def _sse(server: Server, request_id: str, endpoint: str, result) -> StreamingResponse:
-    """`"stream": true`: the answer as OpenAI server-sent events (`data: {chunk}` lines, then
-    `data: [DONE]`), one chunk per generated token's text. The request was logged like any other
-    before the stream starts. The answer is generated before it is sent (the batching engine
-    returns whole answers): a client sees the events, not an earlier first token."""
-    tok = server.loaded.tokenizer
-    ids = tok(result.text, add_special_tokens=False)["input_ids"] if result.text else []
-    pieces, prev = [], ""
-    for i in range(len(ids)):
-        cur = tok.decode(ids[:i + 1], skip_special_tokens=True)
-        if cur.startswith(prev) and cur != prev and not cur.endswith("\ufffd"):
-            pieces.append(cur[len(prev):])
-            prev = cur
-    if not result.text.startswith(prev):
-        pieces = [result.text]
-    elif prev != result.text:
-        pieces.append(result.text[len(prev):])
-    chunks = stream_chunks(request_id, server.sp.model, result.model_version, result.text, result.finish_reason,
-                           endpoint == GENERATE[1], pieces)
-
-    def events():
-        for c in chunks:
-            yield f"data: {json.dumps(c)}\n\n"
-        yield "data: [DONE]\n\n"
-
-    return StreamingResponse(events(), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
 def create_app(server: Server) -> FastAPI:
@@ -134,6 +106,8 @@ def create_app(server: Server) -> FastAPI:
     async def generate(request: Request, req, endpoint: str, raw: str, rendered: str, default_stop: list[str]):
         arrived = request.state.arrived
         request_id = new_request_id("cmpl" if endpoint == GENERATE[0] else "chatcmpl")
+        if req.stream:
+            return await stream(req, endpoint, raw, rendered, default_stop, arrived, request_id)
         try:
             result, prompt_version, text = await server.complete(rendered, req, default_stop)
         except ApiError as err:
@@ -142,11 +116,73 @@ def create_app(server: Server) -> FastAPI:
             return JSONResponse(error_body(err.message, err.code, err.param), status_code=err.status)
         server.log_request(request_id=request_id, endpoint=endpoint, arrived=arrived, status=200, prompt=raw,
                            rendered=text, result=result, prompt_version=prompt_version, user=req.user)
-        if req.stream:
-            return _sse(server, request_id, endpoint, result)
         build = completion_body if endpoint == GENERATE[0] else chat_body
         return build(request_id, server.sp.model, result.model_version, result.text, result.finish_reason,
                      usage(result.prompt_tokens, result.completion_tokens))
+
+    async def stream(req, endpoint: str, raw: str, rendered: str, default_stop: list[str], arrived: float,
+                     request_id: str):
+        """`"stream": true`: OpenAI server-sent events (`data: {chunk}`, then `data: [DONE]`), each
+        chunk sent as soon as the worker generated its tokens. A request that fails before its first
+        token is an error response like any other; a failure after it is an `error` event. The request
+        is logged once, when the stream ends, like any other (a client that hangs up early: 499)."""
+        chat = endpoint == GENERATE[1]
+        deadline = time.monotonic() + server.sp.request_timeout
+        sink = StreamSink(asyncio.get_running_loop())
+
+        def log(status: int, result=None, error: str | None = None, prompt_version: str = "none", text: str = ""):
+            server.log_request(request_id=request_id, endpoint=endpoint, arrived=arrived, status=status, prompt=raw,
+                               rendered=text or rendered, result=result, prompt_version=prompt_version,
+                               error=error, user=req.user)
+
+        try:  # up to the first piece of text, errors are plain error responses
+            future, prompt_version, text = server.start(rendered, req, default_stop, sink)
+            try:
+                first = await sink.next(deadline - time.monotonic())
+            except TimeoutError:
+                first = END  # finish() reports the timeout
+            if first is END:  # no text: a failure is still an error response
+                await server.finish(future, deadline - time.monotonic())
+        except ApiError as err:
+            log(err.status, error=err.message, text=rendered)
+            return JSONResponse(error_body(err.message, err.code, err.param), status_code=err.status)
+
+        async def events():
+            status, result, error, sent = 499, None, "the client closed the stream before its end", ""
+
+            def sse(piece: str | None, finish: str | None = None, version: str | None = None) -> str:
+                chunk = stream_chunk(request_id, server.sp.model, version or sink.version or server.loaded.version,
+                                     piece, finish, chat, first=not sent and finish is None)
+                return f"data: {json.dumps(chunk)}\n\n"
+
+            try:
+                item = first
+                while item is not END:
+                    yield sse(item)
+                    sent += item
+                    item = await sink.next(deadline - time.monotonic())
+                result = await server.finish(future, deadline - time.monotonic())
+                rest = result.text[len(sent):] if result.text.startswith(sent) else ""
+                if rest or not sent:
+                    yield sse(rest, version=result.model_version)
+                    sent += rest
+                yield sse(None if chat else "", result.finish_reason, result.model_version)
+                status, error = 200, None
+            except (ApiError, TimeoutError) as err:
+                if isinstance(err, TimeoutError):
+                    future.cancel()
+                    err = ApiError(503, f"generation did not finish within {server.sp.request_timeout} s; "
+                                        "retry later", "timeout")
+                status, error, result = err.status, err.message, None
+                yield f"data: {json.dumps(error_body(err.message, err.code, err.param))}\n\n"
+            finally:  # once, however the stream ends (a client that hangs up: 499)
+                if status == 499:
+                    future.cancel()
+                log(status, result, error, prompt_version, text)
+            yield "data: [DONE]\n\n"
+
+        return StreamingResponse(events(), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
     @app.post("/v1/completions")
     async def completions(request: Request, req: CompletionRequest):

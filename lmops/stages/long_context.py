@@ -33,8 +33,10 @@ def index_location(p: Params, root: Path) -> Path | str:
 def run(p: Params, root: Path) -> dict:
     from lmops.longctx import report
     from lmops.longctx.experiment import compare
+    from lmops.model.build import resolve_device
 
-    res = compare(p.long_context, root / BASE_MODEL, root / CORPUS, index_location(p, root))
+    res = compare(p.long_context, root / BASE_MODEL, root / CORPUS, index_location(p, root),
+                  device=resolve_device(p.device))
     trained = res.trained
     write_json(root / LONGCTX_METRICS, res.metrics)
     write_csv(root / LONGCTX_PASSKEY_CSV, ["method", "length", "depth", "accuracy"],

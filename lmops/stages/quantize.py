@@ -15,7 +15,7 @@ def run_grid(p: Params, root: Path, progress: bool = True) -> dict:
     from tqdm.auto import tqdm
 
     from lmops.data import Corpus
-    from lmops.model.build import check_model_dir
+    from lmops.model.build import check_model_dir, resolve_device
     from lmops.progress import report
     from lmops.quant.artifact import save_variant, variant_meta
     from lmops.quant.build import build_context, build_variant
@@ -27,7 +27,7 @@ def run_grid(p: Params, root: Path, progress: bool = True) -> dict:
     schemes = [build_scheme(name, qp) for name in qp.schemes]
     base = check_model_dir(Path(qp.base) if Path(qp.base).is_absolute() else root / qp.base)
     corpus = Corpus.load(root / CORPUS)
-    ctx, tokenizer = build_context(qp, base, corpus, qp.threads, root)
+    ctx, tokenizer = build_context(qp, base, corpus, qp.threads, root, resolve_device(p.device))
     data = eval_data(corpus, tokenizer, qp)
     results: dict[str, dict] = {}
     with atomic_dir(root / QUANT_DIR) as tmp:

@@ -300,9 +300,9 @@ def test_chat_goes_through_the_models_template_and_ends_at_end_of_turn(tiny_root
         seen = []
         submit = srv.engine.submit
 
-        def spy(prompt, max_tokens, temperature=0.0, stop=None):
+        def spy(prompt, max_tokens, temperature=0.0, stop=None, sink=None):
             seen.append((prompt, list(stop or [])))
-            return submit(prompt, max_tokens, temperature, stop)
+            return submit(prompt, max_tokens, temperature, stop, sink=sink)
 
         srv.engine.submit = spy
         client = httpx.Client(base_url=url, timeout=30)
@@ -313,3 +313,55 @@ def test_chat_goes_through_the_models_template_and_ends_at_end_of_turn(tiny_root
         assert prompt == "<|im_start|>user\nWhat is Kavin-123?<|im_end|>\n<|im_start|>assistant\n" and stop == []
         r = client.post("/v1/completions", json={"prompt": "The capital of France is", "max_tokens": 2})
         assert r.status_code == 200 and seen[-1][0] == "The capital of France is"
+
+
+def test_stream_sends_the_first_token_before_generation_ends(server, monkeypatch):
+    """`"stream": true` streams as the tokens are generated: the model's second decoding step waits
+    until the client has received a chunk, so a server that sent only whole answers would make it
+    wait out its timeout and the check below would fail (issue 15 build 2)."""
+    import json
+
+    client, srv, logs = server
+    model = srv.loaded.model
+    released, steps, seen_at = threading.Event(), [], {}
+    forward = model.forward
+
+    def gated(*args, **kwargs):
+        steps.append(time.monotonic())
+        if len(steps) == 2:  # the first token is out; hold the second step until a chunk arrived
+            seen_at["released"] = released.wait(20)
+        return forward(*args, **kwargs)
+
+    monkeypatch.setattr(model, "forward", gated)
+    chunks = []
+    with client.stream("POST", "/v1/completions", json={"prompt": QUESTION, "max_tokens": 6, "stream": True,
+                                                        "user": "gated"}) as r:
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+        for line in r.iter_lines():
+            if not line.startswith("data: "):
+                continue
+            chunks.append((time.monotonic(), line[len("data: "):]))
+            released.set()
+    assert seen_at.get("released") is True, "no chunk reached the client before the generation ended"
+    assert len(steps) >= 2 and chunks[-1][1] == "[DONE]" and len(chunks) >= 3
+    assert chunks[0][0] < steps[-1]  # the first chunk arrived before the last decoding step ran
+    text = "".join(json.loads(c)["choices"][0]["text"] for _, c in chunks[:-1])
+    monkeypatch.undo()
+    plain = client.post("/v1/completions", json={"prompt": QUESTION, "max_tokens": 6}).json()["choices"][0]["text"]
+    assert text == plain
+    deadline = time.monotonic() + 10
+    while srv.logs.backlog and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)
+    rows = read_logs(logs)
+    rows = rows[rows["user"] == "gated"]
+    assert len(rows) == 1 and rows["status"].iloc[0] == 200 and rows["response"].iloc[0] == text
+
+
+def test_stream_holds_back_a_possible_stop_string():
+    from lmops.serve.stream import settled_text
+
+    assert settled_text("plum linen.\nThe", ["\n"]) == ("plum linen.", True)
+    assert settled_text("plum lin", ["linen"]) == ("plum ", False)  # "lin" may become the stop string
+    assert settled_text("plum \ufffd", []) == ("plum ", False)  # half a character is not sent
+    assert settled_text("plum", ["END"]) == ("plum", False)

@@ -33,11 +33,10 @@ class QAT(Int4Storage):
     schemes = {"qat_w4": scheme(fake_quant=True), "ft_w4_rtn": scheme(fake_quant=False)}
 
     def build(self, config: QATConfig, ctx) -> tuple:
-        from lmops.model.build import load_model
         from lmops.quant import qat
-        from lmops.quant.build import fine_tune
+        from lmops.quant.build import fine_tune, load_base
 
-        model, tokenizer = load_model(ctx.base)
+        model, tokenizer = load_base(ctx)
         if config.fake_quant:
             qat.prepare(model, config.group_size)
         fine_tune(model, tokenizer, ctx, config.steps, config.lr, config.batch_size)

@@ -28,11 +28,10 @@ class QATLoRA(Int4Storage):
     schemes = {"qat_lora_w4": scheme()}
 
     def build(self, config: QATLoRAConfig, ctx) -> tuple:
-        from lmops.model.build import load_model
         from lmops.quant import qat
-        from lmops.quant.build import fine_tune, lora_model
+        from lmops.quant.build import fine_tune, load_base, lora_model
 
-        model, tokenizer = load_model(ctx.base)
+        model, tokenizer = load_base(ctx)
         qat.prepare(model, config.group_size)
         model = lora_model(model, config.lora, ctx.seed)  # base frozen at its fake-quantized values
         fine_tune(model, tokenizer, ctx, config.lora.steps, config.lora.lr, config.batch_size)
