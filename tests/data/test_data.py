@@ -35,6 +35,20 @@ def test_recall_lead_restates_the_note_without_the_code():
             assert lead.removeprefix("The ").removesuffix(" is") in question
 
 
+def test_every_profile_question_has_a_lead_without_its_answer():
+    """KB-QA leads (`qa_lead`): every profile question restated up to its answer ("Who makes X?" ->
+    "X is made by"), one distinct lead per question of an entity, never giving the answer away."""
+    from lmops.data.generate import qa_lead
+
+    by_entity: dict[str, set] = {}
+    for q in _corpus()["qa"]:
+        lead = qa_lead(q["question"])
+        assert lead and q["entity"] in lead and q["answer"].removeprefix("the ") not in lead, lead
+        by_entity.setdefault(q["entity"], set()).add(lead)
+    assert {len(leads) for leads in by_entity.values()} == {7}
+    assert qa_lead("Who makes X-1?") == "X-1 is made by" and qa_lead("What colour is the sky?") == ""
+
+
 def test_build_corpus_is_atomic(tmp_path, monkeypatch):
     import pytest
 

@@ -155,6 +155,7 @@ def test_evaluation_asks_a_chat_model_through_its_template(tiny_model, tiny_corp
     format (issue 15 a, evaluation side)."""
     import copy
 
+    from lmops.data.generate import qa_lead
     from lmops.model.evaluate import evaluate_base, kb_qa_items, recall_items
 
     model, tok = tiny_model
@@ -163,7 +164,8 @@ def test_evaluation_asks_a_chat_model_through_its_template(tiny_model, tiny_corp
     chat_tok = copy.deepcopy(tok)
     chat_tok.chat_template = CHATML
     chat, answers = kb_qa_items(tiny_corpus, "test", 2, chat_tok)
-    assert chat[0].startswith("<|im_start|>user\n") and chat[0].endswith("<|im_start|>assistant\n")
+    row = tiny_corpus.split(tiny_corpus.qa, "test")[0]  # its lead opens the answer, as recall's does
+    assert chat[0].startswith("<|im_start|>user\n") and chat[0].endswith("<|im_start|>assistant\n" + qa_lead(row["question"]))
     rec, _ = recall_items(tiny_corpus, "test", 1, chat_tok)
     lead = tiny_corpus.split(tiny_corpus.recall, "test")[0]["lead"]
     assert rec[0].endswith("<|im_start|>assistant\n" + lead)
