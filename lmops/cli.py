@@ -90,7 +90,7 @@ def cmd_import_model(args) -> None:
     sha = r.sha256 if args.source is None else (args.sha256 or "")
     record = import_model(args.source or r.source, args.out or r.out, sha256=sha or None,
                           license_=args.license or (r.license if args.source is None else "unknown"),
-                          root=Path(args.root))
+                          root=Path(args.root), cache_dir=r.cache_dir)
     print(json.dumps(record, indent=2))
 
 

