@@ -365,3 +365,29 @@ def test_stream_holds_back_a_possible_stop_string():
     assert settled_text("plum lin", ["linen"]) == ("plum ", False)  # "lin" may become the stop string
     assert settled_text("plum \ufffd", []) == ("plum ", False)  # half a character is not sent
     assert settled_text("plum", ["END"]) == ("plum", False)
+
+
+def test_a_batch_streams_each_row_its_own_text(tiny_root, tiny_corpus):
+    """Streamed and plain jobs share a batch: each streamed row gets only its own text, in order, never
+    past its stop string, and what it was sent is the start of its final answer."""
+    from lmops.serve.engine import Job, generate, load
+
+    class Sink:
+        def __init__(self):
+            self.texts, self.version = [], None
+
+        def push(self, text):
+            self.texts.append(text)
+
+    loaded = load(tiny_root / "models" / "base", NAME, "v7")
+    prompts = [f"\nQuestion: {r['question']}\nAnswer:" for r in tiny_corpus.qa[:3]]
+    sinks = [Sink(), Sink(), None]
+    jobs = [Job(prompts[0], 8, 0.0, [], sink=sinks[0]), Job(prompts[1], 8, 0.0, ["\n"], sink=sinks[1]),
+            Job(prompts[2], 8, 0.0)]
+    results = generate(loaded, jobs)
+    assert [r.text for r in results] == [r.text for r in generate(loaded, [Job(p, 8, 0.0, j.stop) for p, j in
+                                                                          zip(prompts, jobs)])]
+    for sink, result in zip(sinks[:2], results):
+        assert sink.version == "v7" and sink.texts, result
+        assert all(b.startswith(a) for a, b in zip(sink.texts, sink.texts[1:]))  # only ever extended
+        assert result.text.startswith(sink.texts[-1]) and "\n" not in sink.texts[-1]
