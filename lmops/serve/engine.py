@@ -4,7 +4,9 @@ On a CPU, two generations at once only fight over the same cores, so one worker 
 requests from a queue and generates up to `max_batch` of them together (left-padded, like
 `lmops.model.generate.generate_texts`). The worker reads the current `Loaded` model once per
 batch; a swap replaces that reference after the new model is fully loaded, so a request in flight
-finishes on the model it started with and no request ever sees a half-loaded one.
+finishes on the model it started with and no request ever sees a half-loaded one. A streamed request's
+job carries a sink: its text goes there after every decoding step (`lmops.serve.stream`), its Result
+through the future like any other.
 
 Each request's failure stays in that request: tokenizing, the length check and generation all run
 inside the worker's `try`; a batch that fails is retried one job at a time, so one bad job does not
