@@ -86,7 +86,7 @@ def token_nll(model, ids: list[int], window: int | None = None) -> list[float]:
 
     def nll(seq: list[int]) -> list[float]:
         with torch.no_grad():
-            logits = model(input_ids=torch.tensor([seq], device=model.device)).logits[0, :-1].float()
+            logits = model(input_ids=torch.tensor([seq], device=getattr(model, "device", "cpu"))).logits[0, :-1].float()
         return torch.nn.functional.cross_entropy(logits, torch.tensor(seq[1:], device=logits.device),
                                                  reduction="none").tolist()
 

@@ -62,7 +62,7 @@ def nbce_generate(model, tokenizer, chunks: list[str] | list[list[int]], prompt:
     prompt_ids = enc(prompt)
     rows = [prompt_ids] + [enc(c) + prompt_ids for c in chunks]  # row 0: no context
     ids, mask = left_pad(rows, tokenizer.pad_token_id)  # (n+1, T)
-    dev = model.device
+    dev = getattr(model, "device", "cpu")  # a stub module in tests has none
     ids, mask = ids.to(dev), mask.to(dev)
     pos = (mask.cumsum(-1) - 1).clamp(min=0)
     gen = torch.Generator().manual_seed(cfg.seed)
