@@ -40,7 +40,7 @@ class Runner:
     def prefill(self, ids: list[int]) -> None:
         raise NotImplementedError
 
-    def stream(self, ids: list[int], max_new: int, temperature: float = 0.0, min_new: int = 0):
+    def stream(self, ids: list[int], max_new: int, temperature: float = 0.0, min_new: int = 0, logprobs: bool = True):
         raise NotImplementedError
 
     def window_nll(self, ids: list[int]) -> float:

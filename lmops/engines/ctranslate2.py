@@ -28,11 +28,11 @@ class CT2Runner(Runner):
     def prefill(self, ids: list[int]) -> None:
         self.gen.forward_batch([list(ids)])
 
-    def stream(self, ids: list[int], max_new: int, temperature: float = 0.0, min_new: int = 0):
+    def stream(self, ids: list[int], max_new: int, temperature: float = 0.0, min_new: int = 0, logprobs: bool = True):
         sampling = {"sampling_topk": 0, "sampling_temperature": temperature} if temperature > 0 else {"sampling_topk": 1}
         for step in self.gen.generate_tokens(self.tok.convert_ids_to_tokens(list(ids)), max_length=max_new,
-                                             min_length=min_new, return_log_prob=True, **sampling):
-            yield step.token_id, step.log_prob
+                                             min_length=min_new, return_log_prob=logprobs, **sampling):
+            yield step.token_id, step.log_prob if logprobs else None
 
 
 class CTranslate2(EngineSpec):

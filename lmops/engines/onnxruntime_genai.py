@@ -31,7 +31,8 @@ class OrtGenAIRunner(Runner):
 
     def _generator(self, total: int, temperature: float = 0.0, min_total: int = 0):
         params = self.og.GeneratorParams(self.model)
-        opts = {"max_length": total, "min_length": min_total, "do_sample": temperature > 0}
+        total = min(total, self.context)  # a full-context window needs no room for one more token
+        opts = {"max_length": total, "min_length": min(min_total, total), "do_sample": temperature > 0}
         if temperature > 0:
             opts.update(temperature=temperature, top_k=0, top_p=1.0)
         params.set_search_options(**opts)

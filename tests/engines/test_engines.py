@@ -139,3 +139,32 @@ def test_serve_an_engine_export(ct2_export, tmp_path):
             time.sleep(0.05)
     df = read_logs(tmp_path / "logs")
     assert {v1.version, v3.version} <= set(df["model_version"]) and (df["status"] == 200).sum() >= 4
+
+
+def test_frontier_rows_and_skipped_engine(tiny_root, tmp_path, monkeypatch):
+    """benchmarks/engines.py's core on the tiny model: lmops fp32 and a ctranslate2 int8 export timed
+    in one run; an engine that is not installed is skipped with a line, not silently."""
+    from lmops.engines import registry
+    from lmops.engines.frontier import build_engines, build_lmops, compare, measure, table
+
+    monkeypatch.setitem(registry.ENGINES, "missing", "tests.engines.test_engines:_Missing")
+    base = tiny_root / "models" / "base"
+    engines, skipped = build_engines(base, ["ctranslate2:int8", "missing:int8"], tmp_path, 32)
+    assert [r.name for r in engines] == ["ctranslate2:int8"]
+    assert len(skipped) == 1 and "skipped missing:int8" in skipped[0] and "pip install" in skipped[0]
+    rows = build_lmops(base, ["fp32", "w8"], tmp_path) + engines
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(base)
+    ids = (tok("the pump needs a new seal and the valve leaks", add_special_tokens=False)["input_ids"] + [1]) * 12
+    measure(rows, ids, max_length=64, prompt_tokens=8, decode_tokens=6, prefill_tokens=48, repeats=1, threads=1,
+            progress=False)
+    for r in rows:
+        assert r.perplexity and r.perplexity > 1 and r.decode_tokens_per_s > 0 and r.prefill_tokens_per_s > 0
+        assert r.bytes > 0
+    fp32, ct2 = rows[0], rows[-1]
+    assert ct2.perplexity == pytest.approx(fp32.perplexity, rel=0.05)  # int8 weights: the same model
+    assert "| ctranslate2:int8 | int8 |" in table(rows)
+    assert [c["bits"] for c in compare(rows)] == [8]
+    with pytest.raises(EngineError, match="unknown engine"):
+        build_engines(base, ["nope:int8"], tmp_path, 32)
