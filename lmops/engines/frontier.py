@@ -20,7 +20,8 @@ from pathlib import Path
 from lmops.engines.base import EngineNotInstalled
 
 log = logging.getLogger("lmops.engines")
-LMOPS_BITS = {"fp32": 32, "bf16": 16, "w8": 8, "w8_kv8": 8, "w4_rtn": 4, "w4_gptq": 4, "qat_w4": 4}
+# lmops' weight-only schemes (a KV-cache scheme decodes through its cache, timed by the stage itself)
+LMOPS_BITS = {"fp32": 32, "bf16": 16, "w8": 8, "w4_rtn": 4, "w4_gptq": 4, "qat_w4": 4}
 
 
 @dataclass
@@ -242,3 +243,37 @@ def table(rows: list[Row], baseline: str = "lmops:fp32") -> str:
                      f"{r.decode_tokens_per_s:.2f} | {r.decode_tokens_per_s / max(base.decode_tokens_per_s, 1e-9):.2f}x | "
                      f"{r.served_tokens_per_s:.2f} ({r.served_tokens} tok) |")
     return "\n".join(lines)
+
+
+def stage_engines(qp, base: Path, qdir: Path, data, results: dict) -> dict:
+    """The quantize stage's engine rows (`quantize.engines`): each build exported into
+    `<models/quantized>/engines/`, then measured with the stage's weight-only variants in one interleaved
+    run, on the stage's held-out tokens, windows, decode prompt and thread count. Engines that are not
+    installed are listed under "skipped" (and in plots/quantization.md)."""
+    rows, skipped = build_engines(base, qp.engines, qdir / "engines", qp.methods.int4.group_size)
+    ours = [Row(f"lmops:{n}", "lmops", LMOPS_BITS[n], qdir / n, results[n]["weight_bytes"])
+            for n in results if n in LMOPS_BITS]
+    everything = ours + rows
+    if rows:
+        measure(everything, data.test_ids, max_length=qp.max_length, prompt_tokens=len(data.decode_prompt),
+                decode_tokens=qp.decode_tokens, prefill_tokens=qp.max_length, repeats=qp.decode_repeats,
+                threads=qp.threads, progress=False)
+    return {"rows": {r.name: r.metrics() for r in everything} if rows else {}, "compare": compare(everything),
+            "skipped": skipped, "group_size": qp.methods.int4.group_size}
+
+
+def engines_markdown(engines: dict) -> str:
+    """The engine frontier as markdown (appended to plots/quantization.md), skipped builds included."""
+    lines = ["", "", "## Other engines' builds (one interleaved run)", ""]
+    if engines["rows"]:
+        lines += ["| build | engine | bits | weight bytes | perplexity | prefill tok/s | decode tok/s | served tok/s |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for name, m in engines["rows"].items():
+            lines.append(f"| {name} | {m['engine']} | {bits_label(m['bits'])} | {m['weight_bytes']} | {m['perplexity']} | "
+                         f"{m['prefill_tokens_per_s']} | {m['decode_tokens_per_s']} | {m['served_tokens_per_s']} |")
+    for c in engines["compare"]:
+        lines.append(f"\n{bits_label(c['bits'])}: lmops' fastest serving path {c['lmops']} {c['lmops_served_tokens_per_s']} "
+                     f"tok/s vs {c['peer']} {c['peer_decode_tokens_per_s']} ({c['ratio']}x); fastest path lmops serves: "
+                     f"{c['fastest_served']} ({c['fastest_served_ratio']}x)")
+    lines += [f"\n{line}" for line in engines["skipped"]]
+    return "\n".join(lines) + "\n"

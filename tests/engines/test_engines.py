@@ -168,3 +168,32 @@ def test_frontier_rows_and_skipped_engine(tiny_root, tmp_path, monkeypatch):
     assert [c["bits"] for c in compare(rows)] == [8]
     with pytest.raises(EngineError, match="unknown engine"):
         build_engines(base, ["nope:int8"], tmp_path, 32)
+
+
+def test_quantize_stage_engines(tiny_root, tmp_path):
+    """`quantize.engines`: validated before any work; the builds join metrics/quantization.json under
+    the new "engines" key (existing keys unchanged), a missing engine skipped with a line in the report."""
+    from lmops.engines import registry
+    from lmops.params import ParamsError, validate
+    from lmops.stages.quantize import run as stage_quantize
+    from tests.conftest import TINY
+
+    quant = {k: v for k, v in TINY["quantize"].items() if k != "schemes"}
+    with pytest.raises(ParamsError, match="engines.*unknown engine 'llamacpp'"):
+        validate({**TINY, "quantize": {**quant, "schemes": ["bf16"], "engines": ["llamacpp:int4"]}})
+    registry.ENGINES["missing"] = "tests.engines.test_engines:_Missing"
+    try:
+        p = validate({**TINY, "quantize": {**quant, "schemes": ["fp32", "bf16", "w8"], "baseline": "bf16",
+                                           "engines": ["ctranslate2:int8", "missing:int8"]}})
+        shutil.copytree(tiny_root / "data", tmp_path / "data")
+        shutil.copytree(tiny_root / "models" / "base", tmp_path / "models" / "base")
+        metrics = stage_quantize(p, tmp_path)
+    finally:
+        del registry.ENGINES["missing"]
+    assert {"baseline", "context_tokens", "schemes"} < set(metrics) and set(metrics["schemes"]) == {"fp32", "bf16", "w8"}
+    eng = metrics["engines"]
+    assert set(eng["rows"]) == {"lmops:fp32", "lmops:bf16", "lmops:w8", "ctranslate2:int8"}
+    assert eng["rows"]["ctranslate2:int8"]["decode_tokens_per_s"] > 0 and eng["compare"][0]["bits"] == 8
+    assert eng["skipped"] and "pip install" in eng["skipped"][0]
+    report = (tmp_path / "plots" / "quantization.md").read_text()
+    assert "ctranslate2:int8" in report and "skipped missing:int8" in report
