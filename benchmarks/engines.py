@@ -62,8 +62,10 @@ def main(argv: list[str] | None = None) -> int:
     rows = lmops_rows + engine_rows
     load = os.getloadavg()
     start = time.perf_counter()
+    from lmops.engines.served import served_rate
+
     measure(rows, ids, max_length=args.max_length, prompt_tokens=args.prompt_tokens, decode_tokens=args.decode_tokens,
-            prefill_tokens=args.prefill_tokens, repeats=args.repeats, threads=args.threads)
+            prefill_tokens=args.prefill_tokens, repeats=args.repeats, threads=args.threads, served=served_rate)
     print(f"\n{base.name}: {len(ids)} held-out tokens ({args.heldout}), windows of {args.max_length}; "
           f"{args.threads} threads; decode {args.decode_tokens} tokens after a {args.prompt_tokens}-token prompt, "
           f"prefill {args.prefill_tokens} tokens; best of {args.repeats} interleaved rounds; "

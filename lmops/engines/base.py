@@ -14,18 +14,11 @@ import logging
 import math
 from pathlib import Path
 
-from lmops.errors import InputError, LmopsError
+from lmops.errors import EngineError, EngineNotInstalled, InputError
 
+__all__ = ["EngineError", "EngineNotInstalled", "EngineSpec", "Runner", "export", "open_export", "perplexity"]
 log = logging.getLogger("lmops.engines")
 MARKER = "engine.json"
-
-
-class EngineError(LmopsError, ValueError):
-    """An unknown engine, or a bit width an engine does not offer."""
-
-
-class EngineNotInstalled(EngineError):
-    """The engine's Python package is missing; the message says how to install it."""
 
 
 class Runner:
@@ -57,7 +50,7 @@ class EngineSpec:
     name: str = ""
     module: str = ""  # the import name of the engine's package
     package: str = ""  # the pip requirement that installs it
-    bits: dict[int, str] = {}  # bit width -> the engine's own name of that weight type
+    bits: dict[int, str] = {}  # bit width -> the engine's own type name (from its registration)
     logits: bool = True  # whether the engine exposes logits (perplexity by the lmops protocol)
 
     def installed(self) -> bool:

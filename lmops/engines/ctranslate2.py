@@ -39,7 +39,6 @@ class CTranslate2(EngineSpec):
     name = "ctranslate2"
     module = "ctranslate2"
     package = "ctranslate2==4.8.5"
-    bits = {32: "float32", 16: "int16", 8: "int8"}
 
     def write(self, src: Path, out: Path, bits: int, group_size: int) -> None:
         from ctranslate2.converters import TransformersConverter

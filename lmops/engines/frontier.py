@@ -5,8 +5,8 @@ same model, then measure all of them in one interleaved run, by one protocol.
   `max_length` windows of the same held-out tokens), from the engine's logits where it exposes them;
 - decode tokens/s: greedy batch-1, `decode_tokens` new tokens after a `prompt_tokens` prompt, prefill
   included (the stage's `decode_speeds` protocol), best of `repeats` round-robin rounds;
-- served tokens/s: the same prompt through `lmops.serve.engine.generate`, the function `lmops serve`
-  runs per batch (a PyTorch variant through `model.generate`, an export through its engine backend);
+- served tokens/s (benchmarks/engines.py): the same prompt through `lmops.serve.engine.generate`, the
+  function `lmops serve` runs per batch (`lmops.engines.served`; not measured by the quantize stage);
 - prefill tokens/s: one forward pass over `prefill_tokens` tokens (logits at every position);
 - bytes: the weights on disk (lmops: `saved_weight_bytes`; an export: its engine files).
 """
@@ -130,17 +130,12 @@ def _open(row: Row, threads: int) -> None:
 
         row.handle, row.tokenizer, _ = load_variant(row.path)
     else:
-        from lmops.engines.serving import load_export
+        from transformers import AutoTokenizer
 
-        row.handle, row.tokenizer = load_export(row.path, threads)
+        from lmops.engines.base import open_export
 
-
-def _loaded(row: Row):
-    from lmops.serve.engine import Loaded
-
-    model = row.handle
-    return Loaded(model, row.tokenizer, row.name, row.name, row.path,
-                  int(getattr(model.config, "max_position_embeddings", 0) or 2048))
+        row.handle, _ = open_export(row.path, threads)
+        row.tokenizer = AutoTokenizer.from_pretrained(row.path)
 
 
 def _decode(row: Row, prompt: list[int], tokens: int) -> float:
@@ -153,7 +148,7 @@ def _decode(row: Row, prompt: list[int], tokens: int) -> float:
             model.generate(torch.tensor([prompt]), max_new_tokens=tokens, min_new_tokens=tokens, do_sample=False,
                            pad_token_id=model.config.eos_token_id)
             return tokens / (time.perf_counter() - start)
-    runner = row.handle.runner
+    runner = row.handle
     start = time.perf_counter()
     n = sum(1 for _ in runner.stream(prompt, tokens, 0.0, min_new=tokens, logprobs=False))
     return n / (time.perf_counter() - start)
@@ -167,22 +162,15 @@ def _prefill(row: Row, ids: list[int]) -> float:
         with torch.no_grad():
             row.handle(torch.tensor([ids]))
     else:
-        row.handle.runner.prefill(ids)
+        row.handle.prefill(ids)
     return len(ids) / (time.perf_counter() - start)
 
 
-def _served(row: Row, prompt_text: str, tokens: int) -> tuple[float, int]:
-    from lmops.serve.engine import Job, generate
-
-    loaded = _loaded(row)
-    start = time.perf_counter()
-    result = generate(loaded, [Job(prompt_text, tokens, 0.0)])[0]
-    return result.completion_tokens / (time.perf_counter() - start), result.completion_tokens
-
-
 def measure(rows: list[Row], ids: list[int], *, max_length: int, prompt_tokens: int, decode_tokens: int,
-            prefill_tokens: int, repeats: int, threads: int, progress: bool = True) -> None:
-    """Fill every row's figures in one interleaved run (round-robin rounds, best round kept)."""
+            prefill_tokens: int, repeats: int, threads: int, progress: bool = True, served=None) -> None:
+    """Fill every row's figures in one interleaved run (round-robin rounds, best round kept).
+    `served(row, prompt text, tokens)` -> (tokens/s, tokens): the serving path's rate
+    (`lmops.engines.served.served_rate`); None = not measured (the quantize stage)."""
     import torch
     from tqdm.auto import tqdm
 
@@ -196,7 +184,7 @@ def measure(rows: list[Row], ids: list[int], *, max_length: int, prompt_tokens: 
         if row.engine == "lmops":
             row.perplexity = round(window_perplexity(row.handle, ids, max_length, None, max_length), 4)
         else:
-            row.perplexity = round(perplexity(row.handle.runner, ids, max_length), 4)
+            row.perplexity = round(perplexity(row.handle, ids, max_length), 4)
     prompt, long = ids[:prompt_tokens], ids[:prefill_tokens]
     prompt_text = rows[0].tokenizer.decode(prompt)
     for row in rows:  # warm-up
@@ -206,9 +194,10 @@ def measure(rows: list[Row], ids: list[int], *, max_length: int, prompt_tokens: 
         for row in rows:
             row.decode_tokens_per_s = max(row.decode_tokens_per_s, _decode(row, prompt, decode_tokens))
             row.prefill_tokens_per_s = max(row.prefill_tokens_per_s, _prefill(row, long))
-            tps, n = _served(row, prompt_text, decode_tokens)
-            if tps > row.served_tokens_per_s:
-                row.served_tokens_per_s, row.served_tokens = tps, n
+            if served is not None:
+                tps, n = served(row, prompt_text, decode_tokens)
+                if tps > row.served_tokens_per_s:
+                    row.served_tokens_per_s, row.served_tokens = tps, n
 
 
 def compare(rows: list[Row]) -> list[dict]:
@@ -220,15 +209,19 @@ def compare(rows: list[Row]) -> list[dict]:
         peers = [r for r in rows if r.bits == bits and r.engine != "lmops"]
         if not ours or not peers:
             continue
-        mine = max(ours, key=lambda r: r.served_tokens_per_s)
+        # the serving path's rate where it was measured, else the raw decode rate
+        rate = (lambda r: r.served_tokens_per_s) if any(r.served_tokens for r in rows) else \
+            (lambda r: r.decode_tokens_per_s)
+        mine = max(ours, key=rate)
         peer = max(peers, key=lambda r: r.decode_tokens_per_s)
-        best_served = max(ours + peers, key=lambda r: r.served_tokens_per_s)
-        out.append({"bits": bits, "lmops": mine.name, "lmops_served_tokens_per_s": round(mine.served_tokens_per_s, 2),
+        best_served = max(ours + peers, key=rate)
+        out.append({"bits": bits, "lmops": mine.name, "lmops_served_tokens_per_s": round(rate(mine), 2),
                     "peer": peer.name, "peer_decode_tokens_per_s": round(peer.decode_tokens_per_s, 2),
-                    "ratio": round(mine.served_tokens_per_s / peer.decode_tokens_per_s, 3),
+                    "ratio": round(rate(mine) / peer.decode_tokens_per_s, 3),
                     "fastest_served": best_served.name,
-                    "fastest_served_tokens_per_s": round(best_served.served_tokens_per_s, 2),
-                    "fastest_served_ratio": round(best_served.served_tokens_per_s / peer.decode_tokens_per_s, 3)})
+                    "fastest_served_tokens_per_s": round(rate(best_served), 2),
+                    "fastest_served_ratio": round(rate(best_served) / peer.decode_tokens_per_s, 3),
+                    "rate": "served" if any(r.served_tokens for r in rows) else "decode"})
     return out
 
 

@@ -69,7 +69,6 @@ class OrtGenAI(EngineSpec):
     name = "onnxruntime_genai"
     module = "onnxruntime_genai"
     package = "onnxruntime-genai==0.18.0"
-    bits = {32: "fp32", 8: "int8", 4: "int4"}
 
     def write(self, src: Path, out: Path, bits: int, group_size: int) -> None:
         with tempfile.TemporaryDirectory(prefix="lmops-ortgenai-") as cache:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from lmops.engines.base import EngineError, EngineNotInstalled, EngineSpec, export, open_export, perplexity
-from lmops.engines.registry import engine_named, parse_build
+from lmops.engines.registry import Registration, engine_named, parse_build
 from lmops.errors import InputError
 
 pytest.importorskip("ctranslate2")
@@ -66,7 +66,7 @@ def test_an_engine_not_installed_says_how_to_install_it(tmp_path, monkeypatch):
         _Missing().require()
     from lmops.engines import registry
 
-    monkeypatch.setitem(registry.ENGINES, "missing", "tests.engines.test_engines:_Missing")
+    monkeypatch.setitem(registry.ENGINES, "missing", MISSING)
     from lmops.io import write_json
 
     write_json(tmp_path / "engine.json", {"engine": "missing", "files": {}})
@@ -76,6 +76,9 @@ def test_an_engine_not_installed_says_how_to_install_it(tmp_path, monkeypatch):
 
 class _Missing(EngineSpec):
     name, module, package, bits = "missing", "lmops_no_such_engine_pkg", "no-such-engine==1.0", {8: "int8"}
+
+
+MISSING = Registration("tests.engines.test_engines:_Missing", {8: "int8"})  # a registration whose package is absent
 
 
 def test_a_corrupt_export_is_refused_with_its_path(ct2_export, tmp_path):
@@ -147,7 +150,7 @@ def test_frontier_rows_and_skipped_engine(tiny_root, tmp_path, monkeypatch):
     from lmops.engines import registry
     from lmops.engines.frontier import build_engines, build_lmops, compare, measure, table
 
-    monkeypatch.setitem(registry.ENGINES, "missing", "tests.engines.test_engines:_Missing")
+    monkeypatch.setitem(registry.ENGINES, "missing", MISSING)
     base = tiny_root / "models" / "base"
     engines, skipped = build_engines(base, ["ctranslate2:int8", "missing:int8"], tmp_path, 32)
     assert [r.name for r in engines] == ["ctranslate2:int8"]
@@ -157,8 +160,10 @@ def test_frontier_rows_and_skipped_engine(tiny_root, tmp_path, monkeypatch):
 
     tok = AutoTokenizer.from_pretrained(base)
     ids = (tok("the pump needs a new seal and the valve leaks", add_special_tokens=False)["input_ids"] + [1]) * 12
+    from lmops.engines.served import served_rate
+
     measure(rows, ids, max_length=64, prompt_tokens=8, decode_tokens=6, prefill_tokens=48, repeats=1, threads=1,
-            progress=False)
+            progress=False, served=served_rate)
     for r in rows:
         assert r.perplexity and r.perplexity > 1 and r.decode_tokens_per_s > 0 and r.prefill_tokens_per_s > 0
         assert r.bytes > 0
@@ -181,7 +186,7 @@ def test_quantize_stage_engines(tiny_root, tmp_path):
     quant = {k: v for k, v in TINY["quantize"].items() if k != "schemes"}
     with pytest.raises(ParamsError, match="engines.*unknown engine 'llamacpp'"):
         validate({**TINY, "quantize": {**quant, "schemes": ["bf16"], "engines": ["llamacpp:int4"]}})
-    registry.ENGINES["missing"] = "tests.engines.test_engines:_Missing"
+    registry.ENGINES["missing"] = MISSING
     try:
         p = validate({**TINY, "quantize": {**quant, "schemes": ["fp32", "bf16", "w8"], "baseline": "bf16",
                                            "engines": ["ctranslate2:int8", "missing:int8"]}})
