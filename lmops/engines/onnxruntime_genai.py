@@ -60,8 +60,9 @@ class OrtGenAIRunner(Runner):
             token = int(g.get_next_tokens()[0])
             lp = None
             if logprobs:  # the logits the token was picked from (the output of that run)
-                last = np.asarray(g.get_output("logits"))[0, -1].astype(np.float64)
-                lp = float(last[token] - (last.max() + np.log(np.exp(last - last.max()).sum())))
+                last = np.asarray(g.get_output("logits"))[0, -1]  # (vocab,) float32
+                top = last.max()
+                lp = float(last[token] - top - np.log(np.exp(last - top).sum()))
             yield token, lp
 
 
