@@ -17,3 +17,11 @@ class InputError(LmopsError, RuntimeError):
 
 class QuantError(LmopsError, ValueError):
     """A bad quantization request (unknown scheme, invalid bit width or group size, nothing to quantize)."""
+
+
+class EngineError(LmopsError, ValueError):
+    """An unknown inference engine, or a bit width the engine does not offer (lmops.engines)."""
+
+
+class EngineNotInstalled(EngineError):
+    """An engine's Python package is missing; the message says how to install it."""

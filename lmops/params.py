@@ -500,11 +500,24 @@ class QuantizeParams(Section):
     decode_repeats: int = Field(3, ge=1)  # round-robin timing rounds over all variants; best round kept
     threads: int = Field(1, ge=1)
     seed: int = 0
+    # Other engines' builds of `base` on the same frontier ("engine:bits", e.g. ctranslate2:int8,
+    # onnxruntime_genai:int4; lmops/engines/registry.py): exported, scored and timed in one interleaved run
+    # with the weight-only variants, into metrics/quantization.json's "engines" key. [] = none (the default).
+    engines: list[str] = []
 
     @field_validator("base")
     @classmethod
     def _base_path(cls, value: str) -> str:
         return _input_path(value)
+
+    @field_validator("engines")
+    @classmethod
+    def _known_engines(cls, value: list[str]) -> list[str]:
+        from lmops.engines.registry import parse_build
+
+        for build in value:
+            parse_build(build)  # an unknown engine or bit width fails here (EngineError is a ValueError)
+        return value
 
     @model_validator(mode="after")
     def _known_schemes(self) -> "QuantizeParams":

@@ -87,8 +87,15 @@ def _load_hf(path: Path):
     return load_model(path)
 
 
+def _load_engine_export(path: Path):
+    """An export to another engine (`lmops.engines`, it carries engine.json): served by that engine."""
+    from lmops.engines.serving import load_export
+
+    return load_export(path)
+
+
 # Marker file in a model directory -> its loader; a plain Hugging Face directory otherwise.
-LOADERS: dict[str, Callable[[Path], tuple]] = {"quant.json": _load_quantized}
+LOADERS: dict[str, Callable[[Path], tuple]] = {"quant.json": _load_quantized, "engine.json": _load_engine_export}
 
 
 def load_weights(path: str | Path) -> tuple:
@@ -298,6 +305,10 @@ def _fits(loaded: Loaded, job: Job) -> bool:
 def generate(loaded: Loaded, jobs: list[Job]) -> list[Result]:
     """Generate every job's completion in one left-padded batch, with per-token log-probs."""
     import torch
+
+    backend = getattr(loaded.model, "serve_generate", None)  # another engine's export (lmops.engines.serving)
+    if backend is not None:
+        return backend(loaded, jobs)
 
     tok, model = loaded.tokenizer, loaded.model
     tok.padding_side = "left"  # decoder-only models continue from the right edge

@@ -43,9 +43,15 @@ def run_grid(p: Params, root: Path, progress: bool = True) -> dict:
         report("quantize", len(schemes), len(schemes))
         speeds = decode_speeds({name: tmp / name for name in results}, data.decode_prompt, qp.decode_tokens,
                                qp.decode_repeats)
+        engines = None
+        if qp.engines:  # other engines' builds of base, on the same frontier (lmops.engines.frontier)
+            from lmops.engines.frontier import stage_engines
+
+            engines = stage_engines(qp, base, tmp, data, results)
     for name, tps in speeds.items():
         results[name]["tokens_per_s"] = tps
-    return {"baseline": qp.baseline, "context_tokens": qp.context_tokens, "schemes": results}
+    out = {"baseline": qp.baseline, "context_tokens": qp.context_tokens, "schemes": results}
+    return out if engines is None else {**out, "engines": engines}
 
 
 def run(p: Params, root: Path) -> dict:
@@ -53,7 +59,12 @@ def run(p: Params, root: Path) -> dict:
 
     metrics = run_grid(p, root)
     write_json(root / QUANT_METRICS, metrics)
-    write_text(root / QUANT_TABLE, markdown_table(metrics))
+    engines = ""
+    if "engines" in metrics:
+        from lmops.engines.frontier import engines_markdown
+
+        engines = engines_markdown(metrics["engines"])
+    write_text(root / QUANT_TABLE, markdown_table(metrics) + engines)
     write_plot_csv(metrics, root / QUANT_CSV)
     frontier_plot(metrics, root / QUANT_PNG)
     return metrics
