@@ -122,7 +122,8 @@ def _heldout(rec: dict) -> dict | None:
     if not rec:
         return None
     champ, chall = rec.get("champion") or {}, rec.get("challenger") or {}
-    out = {"items": chall.get("heldout_items")}
+    out = {"items": chall.get("heldout_items"),
+           "champion_with_new_index": champ.get("new_qa_heldout_rag_new_index")}
     for key in ("new_qa_heldout_rag", "new_qa_heldout", "new_qa_trained", "new_qa_untrained", "new_qa"):
         if key in champ and key in chall:
             out[key] = {"champion": champ[key], "challenger": chall[key],

@@ -155,6 +155,13 @@ def evaluate(p: Params, root: Path, model_dir: Path, trained_questions: set[str]
                              gate_qa=held, retrieve=retrieve)
     if index is not None:
         out["index_version"] = index["after"] if version is None else version
+        if version is not None and version != index["after"]:
+            # the champion's weights with the updated index: what the index update alone buys
+            from lmops.retrain.gate import open_book_qa
+            from lmops.retrain.index import Retriever
+
+            out["new_qa_heldout_rag_new_index"] = open_book_qa(
+                model, tokenizer, held[:rp.eval_items], Retriever(index["path"], index["after"], p).context)
     return out
 
 
