@@ -55,10 +55,10 @@ def measure(p, root: Path, champion: Path, out: Path) -> dict:
     import torch
 
     from lmops.data import Corpus
-    from lmops.model.build import load_model
+    from lmops.model.build import load_model, save_model
     from lmops.model.train import training_texts
     from lmops.retrain.dataset import retrain_texts
-    from lmops.retrain.finetune import lora_finetune, mix_replay, save_model
+    from lmops.retrain.finetune import lora_finetune, mix_replay
     from lmops.retrain.fresh import fresh_documents, fresh_qa, gate_split
     from lmops.retrain.gate import evaluate_candidate
     from lmops.retrain.index import Retriever, update
@@ -115,14 +115,19 @@ def main() -> int:
     ap.add_argument("--root", default=".")
     ap.add_argument("--champion", default="models/base", help="the model to retrain (default: models/base)")
     ap.add_argument("--threads", type=int, help="torch threads (default: drift.retrain.threads)")
+    ap.add_argument("--steps", type=int, help="LoRA steps (default: drift.retrain.steps)")
+    ap.add_argument("--eval-items", type=int, help="items per evaluation (default: drift.retrain.eval_items)")
+    ap.add_argument("--quantize", help="the served variant (default: drift.retrain.quantize; 'none' skips it)")
     args = ap.parse_args()
     from lmops.params import load_params
 
     root = Path(args.root).resolve()
     p = load_params(root / "params.yaml")
-    if args.threads:
+    override = {k: v for k, v in (("threads", args.threads), ("steps", args.steps), ("eval_items", args.eval_items),
+                                  ("quantize", args.quantize)) if v}
+    if override:
         p = p.model_copy(update={"drift": p.drift.model_copy(update={
-            "retrain": p.drift.retrain.model_copy(update={"threads": args.threads})})})
+            "retrain": p.drift.retrain.model_copy(update=override)})})
     with tempfile.TemporaryDirectory() as tmp:
         res = measure(p, root, (root / args.champion).resolve(), Path(tmp))
     rp = p.drift.retrain
