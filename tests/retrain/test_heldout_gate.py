@@ -50,7 +50,7 @@ def test_evaluation_refuses_a_gate_item_that_was_trained(tiny_model, tiny_corpus
 
 
 def test_index_gets_the_new_documents_as_a_new_version_and_never_a_gate_question(tiny_params, tiny_model,
-                                                                                  tiny_corpus, tmp_path):
+                                                                                  tiny_corpus, tiny_root, tmp_path):
     from lmops.retrain.index import Retriever, update
 
     qa, docs = fresh_qa(SIM), fresh_documents(SIM)
@@ -68,6 +68,16 @@ def test_index_gets_the_new_documents_as_a_new_version_and_never_a_gate_question
     assert "Question:" not in chunks and "Answer:" not in chunks  # documents only, no QA texts
     again = update(tiny_params, tmp_path, docs, tok, old)  # incremental: nothing new, nothing added
     assert (again.before, again.added_chunks, again.chunks) == (ix.after, 0, ix.chunks)
+    # The flow's evaluation: the champion on the index before, plus what the updated index alone buys.
+    from lmops.retrain.run import evaluate
+
+    p = tiny_params.model_copy(update={"simulate": SIM, "drift": tiny_params.drift.model_copy(update={
+        "retrain": tiny_params.drift.retrain.model_copy(update={"eval_items": 3, "threads": 1})})})
+    champ = evaluate(p, tiny_root, tiny_root / "models" / "base", set(), ix.as_dict(), ix.before)
+    assert champ["index_version"] == ix.before and champ["heldout_items"] == 3
+    assert {"new_qa_heldout_rag", "new_qa_heldout_rag_new_index", "new_qa_heldout"} <= set(champ)
+    chall = evaluate(p, tiny_root, tiny_root / "models" / "base", set(), ix.as_dict())
+    assert chall["index_version"] == ix.after and "new_qa_heldout_rag_new_index" not in chall
 
 
 @pytest.mark.parametrize("metric", ["new_qa", "new_qa_trained"])
