@@ -59,6 +59,7 @@ STAGE_TIMES = STATE / "stage_times.json"  # seconds each stage last took when it
 PRODUCTION_LOGS = Path("logs/production")
 RETRAIN_SNAPSHOTS = Path("data/retrain")
 CHALLENGER = Path("models/challenger")
+KNOWLEDGE_INDEX = Path("data/knowledge_index")  # LanceDB: the domain documents retraining keeps current
 
 # Fan-out (docs/scale-out.md): one flow run per quantization scheme or long-context method, each on a
 # worker in its own clone; its outputs are `dvc add`ed under GRID_DIR/<kind>/<item> and pushed, and the

@@ -601,14 +601,21 @@ class RetrainParams(Section):
     lr: float = Field(5e-3, gt=0, lt=1)  # 1e-2 recalls more facts but breaks reading from a document
     context: int = Field(128, ge=32)  # fresh documents are short: shorter rows train faster
     replay_share: float = Field(0.3, ge=0, lt=1)  # share of old training texts mixed in (forgetting guard)
-    faq_per_entity: int = Field(3, ge=0)  # QA pairs per fresh entity in training; the rest held out
+    faq_per_entity: int = Field(3, ge=0)  # QA pairs per fresh entity in training (never a gate question)
     qa_repeats: int = Field(4, ge=1)  # copies of each closed-book QA text (FAQ + asked questions) per epoch
     # Fresh documents fine-tuned on: the profiles hold every fact the QA asks about; procedures and
     # incident reports (in the snapshot all the same) took a third of the recalled facts in 300 steps.
     document_kinds: list[Literal["profile", "procedure", "incident"]] = ["profile"]
     # "better on the new data": closed-book exact match on the drifted topic, or (finer, for tiny
     # models) the mean log-probability of the true answers
-    gate_metric: Literal["new_qa", "new_answer_logprob"] = "new_qa"
+    # The gate reads only held-out items: `gate_questions` questions per fresh entity that no training
+    # text asks and the index does not hold (fresh.gate_split). new_qa_heldout_rag: open-book, the
+    # candidate's knowledge-index version retrieved (`index_top_k` chunks) as the document, as a
+    # retrieval-backed system answers; new_qa_heldout: closed-book (what the weights alone know);
+    # new_answer_logprob: mean log-probability of their true answers, closed-book (finer, for tiny models).
+    gate_metric: Literal["new_qa_heldout_rag", "new_qa_heldout", "new_answer_logprob"] = "new_qa_heldout_rag"
+    gate_questions: int = Field(2, ge=1)  # per fresh entity, held out of training and index (of 7)
+    index_top_k: int = Field(2, ge=1)  # chunks of the knowledge index put before a held-out question
     min_gain: float = Field(0.0, ge=0)  # challenger must beat the champion on it by more than this
     tolerance: float = Field(0.05, ge=0)  # and lose at most this much on the old test split
     eval_items: int = Field(100, ge=1)

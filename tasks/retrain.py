@@ -55,17 +55,26 @@ def quantize(p: Params, project: str, model_dir: str) -> str:
     return str(quantize_hook(p, Path(project), Path(model_dir)))
 
 
+@task(name="update-knowledge-index", cache_policy=NO_CACHE)
+def update_index(p: Params, project: str, dataset: str, model_dir: str) -> dict:
+    """Add the drifted topic's documents to the knowledge index (LanceDB, a new version)."""
+    from lmops.retrain.run import update_index as run
+
+    return run(p, Path(project), Path(dataset), Path(model_dir))
+
+
 @task(name="evaluate-model", task_run_name="evaluate-{label}", cache_policy=NO_CACHE)
-def evaluate(p: Params, project: str, model_dir: str, trained: list[str], label: str) -> dict:
+def evaluate(p: Params, project: str, model_dir: str, trained: list[str], label: str, index: dict | None = None,
+             version: int | None = None) -> dict:
     from lmops.retrain.run import evaluate as run
 
-    return run(p, Path(project), Path(model_dir), set(trained))
+    return run(p, Path(project), Path(model_dir), set(trained), index, version)
 
 
 @task(name="gate-and-promote", retries=1, retry_delay_seconds=2, cache_policy=NO_CACHE)
 def gate_and_promote(p: Params, project: str, parent_version: str, full_dir: str, served_dir: str, dataset: str,
-                     champ: dict, chall_full: dict, chall: dict, window: dict) -> dict:
+                     champ: dict, chall_full: dict, chall: dict, window: dict, index: dict | None = None) -> dict:
     from lmops.retrain.run import register_and_gate
 
     return register_and_gate(p, Path(project), parent_version, Path(full_dir), Path(served_dir), Path(dataset),
-                             champ, chall_full, chall, window)
+                             champ, chall_full, chall, window, index)

@@ -116,6 +116,21 @@ def served_version(url: str) -> str | None:
         return None
 
 
+def _heldout(rec: dict) -> dict | None:
+    """Champion -> challenger on the gate's held-out items (closed-book, and open-book through each
+    one's knowledge-index version) beside the same figures on trained questions, in points."""
+    if not rec:
+        return None
+    champ, chall = rec.get("champion") or {}, rec.get("challenger") or {}
+    out = {"items": chall.get("heldout_items"),
+           "champion_with_new_index": champ.get("new_qa_heldout_rag_new_index")}
+    for key in ("new_qa_heldout_rag", "new_qa_heldout", "new_qa_trained", "new_qa_untrained", "new_qa"):
+        if key in champ and key in chall:
+            out[key] = {"champion": champ[key], "challenger": chall[key],
+                        "gain_points": round(100 * (chall[key] - champ[key]), 1)}
+    return out
+
+
 @task(name="scenario-summary", cache_policy=NO_CACHE)
 def summarize(ws: str, root: str, info: dict, windows: list, events: list, runs: list, served: str | None,
               onset_window: int, seconds: float) -> dict:
@@ -149,6 +164,10 @@ def summarize(ws: str, root: str, info: dict, windows: list, events: list, runs:
         "served_version_after": served,
         # challenger = the served (quantized) variant the gate read; full_metrics = before quantization
         "gate": {k: rec.get(k) for k in ("reason", "champion", "challenger", "variant", "full_metrics")} if rec else None,
+        # what the gate judged: held-out questions of the new topic (never trained on, never indexed)
+        "gate_metric": rec.get("gate_metric"),
+        "heldout": _heldout(rec),
+        "knowledge_index": rec.get("index"),
         "failed_requests": sum(w["failed_requests"] for w in windows),  # 4xx included (e.g. prompt too long)
         "server_errors": sum(w["server_errors"] for w in windows),  # 5xx and transport errors
         "scenario_seconds": round(seconds, 1),

@@ -33,8 +33,17 @@ class HFBackend:
     name = "hf"
 
     def __init__(self, model, tokenizer, batch_size: int = 16):
+        from lmops.model.generate import has_chat_template
+
         self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
         self.context = int(getattr(model.config, "max_position_embeddings", 2048))
+        self.chat = has_chat_template(tokenizer)  # an instruct model: the loop's proposer talks to it in turns
+
+    def chat_turn(self, content: str) -> str:
+        """`content` as one user turn of the model's chat template, the assistant's turn opened."""
+        from lmops.model.generate import chat_prompt
+
+        return chat_prompt(self.tokenizer, content)
 
     def _ids(self, text: str, reserve: int) -> list[int]:
         ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]

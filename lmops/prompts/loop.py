@@ -1,6 +1,7 @@
 """Pattern 2, the self-refining loop (APE/OPRO style).
 
-Each round the model proposes new instructions from a meta-prompt that lists the scored history,
+Each round the model proposes new instructions from a meta-prompt that lists the scored history
+(an instruct model through its own chat template: `prompts/meta_opro_chat.yaml`),
 and mutation operators from the template library add candidates (rephrase, add/remove a few-shot
 example, reorder, change format). Candidates are scored on a fixed dev minibatch; the loop stops on
 its round budget or a plateau, and the finalists are re-scored on the full dev split to pick the
@@ -67,14 +68,22 @@ MUTATIONS: dict[str, Mutation] = {
 
 
 def propose_instructions(backend, meta: Template, description: str, history: list[Candidate], n: int,
-                         temperature: float, seed: int) -> list[str]:
-    """OPRO step: the model continues a meta-prompt listing past instructions, worst to best."""
+                         temperature: float, seed: int, chat_meta: Template | None = None) -> list[str]:
+    """OPRO step: the model continues a meta-prompt listing past instructions, worst to best. An
+    instruct model (a backend with a chat template) gets `chat_meta` as one user turn of its own
+    template instead, and replies with the new instruction."""
     best_by_instruction: dict[str, float] = {}
     for c in history:
         best_by_instruction[c.spec.instruction] = max(c.score, best_by_instruction.get(c.spec.instruction, 0.0))
     shown = sorted(best_by_instruction.items(), key=lambda kv: kv[1])[-8:]
-    prompt = meta.render(task_description=description, history=[{"instruction": i, "score": s} for i, s in shown])
-    outs = backend.generate([prompt] * n, 24, temperature=temperature, seed=seed)
+    rows = [{"instruction": i, "score": s} for i, s in shown]
+    if chat_meta is not None and getattr(backend, "chat", False):
+        prompt = backend.chat_turn(chat_meta.render(task_description=description, history=rows))
+        outs = backend.generate([prompt] * n, 40, temperature=temperature, seed=seed)
+        outs = [o.strip().removeprefix("Instruction:").strip().strip('"') for o in outs]
+    else:
+        prompt = meta.render(task_description=description, history=rows)
+        outs = backend.generate([prompt] * n, 24, temperature=temperature, seed=seed)
     # Keep printable text only: a small model's samples can hold stray bytes that no template wants.
     return ["".join(ch for ch in o if ch.isprintable()).strip()[:120] for o in outs]
 
@@ -103,7 +112,8 @@ def search(backend, data: TaskData, library: dict[str, Template], seed_spec: Pro
         parents = [c.spec for c in history[:3]]
         before = len(scored)
         for text in propose_instructions(backend, library["meta_opro"], task.description, history,
-                                         cfg.model_proposals, cfg.temperature, cfg.seed + rnd):
+                                         cfg.model_proposals, cfg.temperature, cfg.seed + rnd,
+                                         library.get("meta_opro_chat")):
             evaluate(replace(parents[0], instruction=text), rnd, "model")
         for _ in range(cfg.mutations):
             # One or two operators per child: single steps alone can stall on a plateau of equal scores.

@@ -26,8 +26,8 @@ def asked_questions(logs: pd.DataFrame) -> list[str]:
 
 
 def retrain_texts(logs: pd.DataFrame, documents: list[dict], qa: list[dict], seed: int, faq_per_entity: int = 3,
-                  qa_repeats: int = 1, kinds: tuple[str, ...] = ("profile", "procedure", "incident")
-                  ) -> tuple[list[str], dict]:
+                  qa_repeats: int = 1, kinds: tuple[str, ...] = ("profile", "procedure", "incident"),
+                  heldout: frozenset[str] | set[str] = frozenset()) -> tuple[list[str], dict]:
     """Fine-tuning texts and their provenance.
 
     - the fresh documents of `kinds`; a profile carries `faq_per_entity` of its QA pairs (the
@@ -40,34 +40,41 @@ def retrain_texts(logs: pd.DataFrame, documents: list[dict], qa: list[dict], see
     its document is answered by copying from the text just above it, so the loss falls without the
     model learning the fact (measured: +1 point of closed-book QA after 80 steps). Repeated, because
     a 1M-parameter model recalls a fact only after tens of exposures. The entities' other questions
-    stay out of training: `new_qa_untrained` measures them.
+    stay out of training: `new_qa_untrained` measures them. `heldout` questions (the gate's,
+    `fresh.gate_split`) are never trained on, not even when users asked them.
     """
     rng = random.Random(seed)
     by_entity: dict[str, list[dict]] = {}
     for row in qa:
-        by_entity.setdefault(row["entity"], []).append(row)
+        if row["question"] not in heldout:
+            by_entity.setdefault(row["entity"], []).append(row)
     texts, faq = [], []
     for doc in documents:
         if doc["kind"] not in kinds:
             continue
         text = doc["text"]
         if doc["kind"] == "profile":
-            rows = rng.sample(by_entity[doc["entity"]], min(faq_per_entity, len(by_entity[doc["entity"]])))
+            pool = by_entity.get(doc["entity"], [])
+            rows = rng.sample(pool, min(faq_per_entity, len(pool)))
             text += "".join(qa_text(row["question"], row["answer"]) for row in rows)
             faq += [row["question"] for row in rows]
         texts.append(text)
-    answers = {row["question"]: row for row in qa}
+    answers = {row["question"]: row for row in qa if row["question"] not in heldout}
     asked = sorted({q for q in asked_questions(logs) if q in answers})
     trained = sorted(set(faq) | set(asked))
     texts += [qa_text(q, answers[q]["answer"]) for q in trained] * qa_repeats
     return texts, {"documents": len(documents), "document_kinds": list(kinds), "faq_questions": sorted(faq),
-                   "asked_questions": asked, "qa_repeats": qa_repeats, "log_rows": len(logs)}
+                   "asked_questions": asked, "gate_questions": sorted(heldout), "qa_repeats": qa_repeats, "log_rows": len(logs)}
 
 
-def write_snapshot(out: Path, texts: list[str], provenance: dict, window: dict) -> dict:
-    """The dataset directory: texts.jsonl + manifest.json (what went in, from which window)."""
+def write_snapshot(out: Path, texts: list[str], provenance: dict, window: dict,
+                   documents: list[dict] | None = None) -> dict:
+    """The dataset directory: texts.jsonl + manifest.json (what went in, from which window), and
+    documents.jsonl: the drifted topic's documents, which retraining adds to the knowledge index."""
     manifest = {"window": window, "texts": len(texts), **{k: v for k, v in provenance.items()}}
     with atomic_dir(out) as tmp:
         write_jsonl(tmp / "texts.jsonl", [{"text": t} for t in texts])
+        if documents is not None:
+            write_jsonl(tmp / "documents.jsonl", documents)
         write_json(tmp / "manifest.json", manifest)
     return manifest

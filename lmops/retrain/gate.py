@@ -1,12 +1,18 @@
-"""The promotion gate and the evaluations it reads: closed-book QA on the drifted topic (the new data)
-and the base report card's open-book QA on the old test split."""
+"""The promotion gate and the evaluations it reads: QA on held-out questions of the drifted topic (the
+new data; open-book through the knowledge index, and closed-book) and the base report card's open-book
+QA on the old test split."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
 from lmops.data import Corpus
 from lmops.data.generate import qa_text
+from lmops.errors import LmopsError
 from lmops.params import RetrainParams
+
+
+class GateError(LmopsError, ValueError):
+    """The gate cannot judge honestly: a gate item was trained on, or its metric was not measured."""
 
 
 def closed_book_qa(model, tokenizer, qa: list[dict], max_new_tokens: int = 12) -> float:
@@ -46,18 +52,42 @@ def old_test_qa(model, tokenizer, corpus: Corpus, items: int, max_new_tokens: in
     return round(exact_match(generate_answers(model, tokenizer, prompts, max_new_tokens), answers), 4)
 
 
+def open_book_qa(model, tokenizer, qa: list[dict], retrieve, max_new_tokens: int = 12) -> float:
+    """Exact match with `retrieve(question)` (the knowledge index's top chunks) as the document, in the
+    same open-book format as `old_test_qa` (the chat template when the model has one)."""
+    from lmops.model.evaluate import chat_qa_prompt, exact_match, generate_answers, qa_prompt
+    from lmops.model.generate import has_chat_template
+
+    if not qa:
+        return float("nan")
+    chat = has_chat_template(tokenizer)
+    prompts = [chat_qa_prompt(tokenizer, retrieve(r["question"]), r["question"]) if chat
+               else qa_prompt(retrieve(r["question"]), r["question"]) for r in qa]
+    return round(exact_match(generate_answers(model, tokenizer, prompts, max_new_tokens), [r["answer"] for r in qa]), 4)
+
+
 def evaluate_candidate(model, tokenizer, corpus: Corpus, fresh_qa: list[dict], trained_questions: set[str],
-                       items: int) -> dict[str, float]:
-    """`new_qa` (the gate's) mixes questions the retraining texts ask and questions they do not, as
-    users do; `new_qa_trained` / `new_qa_untrained` split them, so memorised answers and knowledge
-    read from the documents are reported apart."""
+                       items: int, gate_qa: list[dict] | None = None, retrieve=None) -> dict[str, float]:
+    """The gate reads only `gate_qa`, the held-out items (`fresh.gate_split`: no training text asks
+    them, the index holds no question): `new_qa_heldout` closed-book, `new_qa_heldout_rag` open-book
+    on what `retrieve` (the candidate's knowledge-index version) finds, `new_answer_logprob` on their
+    answers. For reference, not gated: `new_qa` mixes trained and untrained questions as users do;
+    `new_qa_trained` / `new_qa_untrained` split them (memorised answers vs facts read in training)."""
     seen = [r for r in fresh_qa if r["question"] in trained_questions]
     unseen = [r for r in fresh_qa if r["question"] not in trained_questions]
-    return {"new_qa": closed_book_qa(model, tokenizer, fresh_qa[:items * 3]),
-            "new_answer_logprob": answer_logprob(model, tokenizer, fresh_qa[:items]),
-            "new_qa_trained": closed_book_qa(model, tokenizer, seen[:items]),
-            "new_qa_untrained": closed_book_qa(model, tokenizer, unseen[:items]),
-            "old_test_qa": old_test_qa(model, tokenizer, corpus, items)}
+    held = (gate_qa if gate_qa is not None else unseen)[:items]
+    if any(r["question"] in trained_questions for r in held):
+        raise GateError("a gate question is in the retraining data: the gate must read held-out items only")
+    out = {"new_qa": closed_book_qa(model, tokenizer, fresh_qa[:items * 3]),
+           "new_answer_logprob": answer_logprob(model, tokenizer, held),
+           "new_qa_trained": closed_book_qa(model, tokenizer, seen[:items]),
+           "new_qa_untrained": closed_book_qa(model, tokenizer, unseen[:items]),
+           "new_qa_heldout": closed_book_qa(model, tokenizer, held),
+           "heldout_items": len(held),
+           "old_test_qa": old_test_qa(model, tokenizer, corpus, items)}
+    if retrieve is not None:
+        out["new_qa_heldout_rag"] = open_book_qa(model, tokenizer, held, retrieve)
+    return out
 
 
 @dataclass
@@ -74,6 +104,9 @@ class Decision:
 def gate(champion: dict[str, float], challenger: dict[str, float], p: RetrainParams) -> Decision:
     """Promote only if better on the new data and within `tolerance` on the old test split."""
     key = p.gate_metric
+    if key not in champion or key not in challenger:
+        raise GateError(f"drift.retrain.gate_metric {key!r} was not measured (no knowledge index for "
+                         "new_qa_heldout_rag?): measured " + ", ".join(sorted(challenger)))
     # Rounded: exact-match rates are counts over items, and 0.87 - 0.82 is 0.05000000000000004 in floats,
     # which would refuse a challenger exactly at the tolerance ("no worse than" includes equal).
     gain = round(challenger[key] - champion[key], 6)

@@ -13,17 +13,33 @@ log = logging.getLogger("lmops.retrain")
 
 
 def snapshot(p: Params, root: Path, window: dict) -> tuple[Path, dict]:
-    """The drifted window's questions, labelled from the fresh documents, plus those documents."""
+    """The drifted window's questions, labelled from the fresh documents, plus those documents; the
+    gate's held-out questions (`fresh.gate_split`) are named in the manifest and never trained on."""
     from lmops.monitor.logs import Window, read_window
     from lmops.retrain.dataset import retrain_texts, write_snapshot
-    from lmops.retrain.fresh import fresh_documents, fresh_qa
+    from lmops.retrain.fresh import fresh_documents, fresh_qa, gate_split
 
     logs = read_window(root / p.serve.log_dir, Window.of(window["start"], window["end"]))
     rp = p.drift.retrain
-    texts, provenance = retrain_texts(logs, fresh_documents(p.simulate), fresh_qa(p.simulate), rp.seed,
-                                      rp.faq_per_entity, rp.qa_repeats, tuple(rp.document_kinds))
+    qa, docs = fresh_qa(p.simulate), fresh_documents(p.simulate)
+    _, held = gate_split(qa, rp.gate_questions, rp.seed)
+    texts, provenance = retrain_texts(logs, docs, qa, rp.seed, rp.faq_per_entity, rp.qa_repeats,
+                                      tuple(rp.document_kinds), heldout={r["question"] for r in held})
     out = RETRAIN_SNAPSHOTS / f"{datetime.now(UTC):%Y%m%dT%H%M%S}"
-    return out, write_snapshot(root / out, texts, provenance, window)
+    return out, write_snapshot(root / out, texts, provenance, window, docs)
+
+
+def update_index(p: Params, root: Path, dataset: Path, model_dir: Path) -> dict:
+    """Add the snapshot's documents to the knowledge index (created from the corpus' documents the
+    first time): {path, before, after, ...}; the champion is judged on `before`, the challenger on `after`."""
+    from lmops.data import Corpus
+    from lmops.io import read_jsonl
+    from lmops.retrain.index import update
+    from lmops.serve.engine import load_weights
+
+    _, tokenizer = load_weights(model_dir)  # chunk lengths in the served model's tokens
+    docs = read_jsonl(root / dataset / "documents.jsonl")
+    return update(p, root, docs, tokenizer, Corpus.load(root / CORPUS).documents).as_dict()
 
 
 def champion(p: Params, root: Path) -> tuple[Path, str]:
@@ -114,22 +130,44 @@ def quantize_hook(p: Params, root: Path, model_dir: Path) -> Path:
     return out
 
 
-def evaluate(p: Params, root: Path, model_dir: Path, trained_questions: set[str]) -> dict:
+def evaluate(p: Params, root: Path, model_dir: Path, trained_questions: set[str],
+             index: dict | None = None, version: int | None = None) -> dict:
+    """The gate's evaluations of one candidate; with `index` (update_index's record), open-book on the
+    held-out questions through the knowledge index at `version` (the champion's: index["before"])."""
     import torch
 
     from lmops.data import Corpus
-    from lmops.retrain.fresh import fresh_qa
+    from lmops.retrain.fresh import fresh_qa, gate_split
     from lmops.retrain.gate import evaluate_candidate
     from lmops.serve.engine import load_weights
 
-    torch.set_num_threads(p.drift.retrain.threads)
+    rp = p.drift.retrain
+    torch.set_num_threads(rp.threads)
     model, tokenizer = load_weights(model_dir)  # as the server will: a quantized variant by its own loader
-    return evaluate_candidate(model, tokenizer, Corpus.load(root / CORPUS), fresh_qa(p.simulate),
-                              trained_questions, p.drift.retrain.eval_items)
+    qa = fresh_qa(p.simulate)
+    _, held = gate_split(qa, rp.gate_questions, rp.seed)
+    retrieve = None
+    if index is not None:
+        from lmops.retrain.index import Retriever
+
+        retrieve = Retriever(index["path"], index["after"] if version is None else version, p).context
+    out = evaluate_candidate(model, tokenizer, Corpus.load(root / CORPUS), qa, trained_questions, rp.eval_items,
+                             gate_qa=held, retrieve=retrieve)
+    if index is not None:
+        out["index_version"] = index["after"] if version is None else version
+        if version is not None and version != index["after"]:
+            # the champion's weights with the updated index: what the index update alone buys
+            from lmops.retrain.gate import open_book_qa
+            from lmops.retrain.index import Retriever
+
+            out["new_qa_heldout_rag_new_index"] = open_book_qa(
+                model, tokenizer, held[:rp.eval_items], Retriever(index["path"], index["after"], p).context)
+    return out
 
 
 def register_and_gate(p: Params, root: Path, parent_version: str, full_dir: Path, served_dir: Path, dataset: Path,
-                      champ_metrics: dict, full_metrics: dict, served_metrics: dict, window: dict) -> dict:
+                      champ_metrics: dict, full_metrics: dict, served_metrics: dict, window: dict,
+                      index: dict | None = None) -> dict:
     """Register the fine-tuned challenger and, when it differs, its quantized variant (parent: the
     full-precision one), each with its lineage; the gate reads the variant that would be served, and
     that variant becomes the champion only if the gate passes."""
@@ -156,6 +194,6 @@ def register_and_gate(p: Params, root: Path, parent_version: str, full_dir: Path
         push_registry(root, p.serve.model)
     record = {"version": served.version, "variant": served.lineage.variant, "full_version": full.version,
               "full_metrics": full_metrics, "alias": alias, "promoted": decision.promote, **decision.as_dict(),
-              "window": window, "dataset": str(dataset), "at": datetime.now(UTC).isoformat()}
+              "window": window, "dataset": str(dataset), "index": index, "gate_metric": rp.gate_metric, "at": datetime.now(UTC).isoformat()}
     write_json(root / RETRAIN_RECORDS / f"{served.version}.json", record)
     return record

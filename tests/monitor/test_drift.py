@@ -137,16 +137,16 @@ def test_retrain_texts_teach_questions_closed_book_and_repeated():
 
 
 @pytest.mark.parametrize("challenger, promote, why", [
-    ({"new_qa": 0.5, "old_test_qa": 0.58}, True, "new_qa"),
-    ({"new_qa": 0.1, "old_test_qa": 0.60}, False, "not better on the new data"),
-    ({"new_qa": 0.5, "old_test_qa": 0.40}, False, "worse on the old test split"),
-    ({"new_qa": 0.5, "old_test_qa": 0.54}, False, "worse on the old test split"),
+    ({"new_qa_heldout": 0.5, "old_test_qa": 0.58}, True, "new_qa_heldout"),
+    ({"new_qa_heldout": 0.1, "old_test_qa": 0.60}, False, "not better on the new data"),
+    ({"new_qa_heldout": 0.5, "old_test_qa": 0.40}, False, "worse on the old test split"),
+    ({"new_qa_heldout": 0.5, "old_test_qa": 0.54}, False, "worse on the old test split"),
 ])
 def test_gate(challenger, promote, why):
     from lmops.params import RetrainParams
     from lmops.retrain.gate import gate
 
-    d = gate({"new_qa": 0.1, "old_test_qa": 0.60}, challenger, RetrainParams(tolerance=0.05, gate_metric="new_qa"))
+    d = gate({"new_qa_heldout": 0.1, "old_test_qa": 0.60}, challenger, RetrainParams(tolerance=0.05, gate_metric="new_qa_heldout"))
     assert d.promote is promote and why in d.reason
 
 
@@ -155,8 +155,8 @@ def test_gate_promotes_a_challenger_exactly_at_the_tolerance():
     from lmops.params import RetrainParams
     from lmops.retrain.gate import gate
 
-    d = gate({"new_qa": 0.0, "old_test_qa": 0.87}, {"new_qa": 0.3, "old_test_qa": 0.82},
-             RetrainParams(tolerance=0.05, gate_metric="new_qa"))
+    d = gate({"new_qa_heldout": 0.0, "old_test_qa": 0.87}, {"new_qa_heldout": 0.3, "old_test_qa": 0.82},
+             RetrainParams(tolerance=0.05, gate_metric="new_qa_heldout"))
     assert d.promote, d.reason
 
 

@@ -168,3 +168,31 @@ def test_flow_task_publishes_artifacts(tiny_root, staged, prefect_server):
             return {a.key for a in await client.read_artifacts()}
 
     assert {"prompts-report", "prompts-trajectory", "prompts-trajectory-plot", "prompts-metrics"} <= anyio.run(artifact_keys)
+
+
+def test_an_instruct_model_proposes_through_its_chat_template(library):
+    """With a chat template the proposer gets the chat meta-prompt as one user turn; without one, the
+    plain OPRO continuation (the embedded model's path) is unchanged."""
+    from lmops.prompts.harness import PromptSpec
+    from lmops.prompts.loop import Candidate, propose_instructions
+
+    class Fake:
+        def __init__(self, chat):
+            self.chat, self.prompts = chat, []
+
+        def chat_turn(self, content):
+            return f"<|user|>{content}<|assistant|>"
+
+        def generate(self, prompts, max_new_tokens, temperature=0.0, seed=0):
+            self.prompts += prompts
+            return ['Instruction: "Reply with the exact words of the document only."'] * len(prompts)
+
+    history = [Candidate(PromptSpec("kb_qa_trained", "Answer briefly."), 0.25, 0, "seed")]
+    args = (library["meta_opro"], "Instructions for QA.", history, 2, 1.0, 0, library["meta_opro_chat"])
+    chat = Fake(True)
+    assert propose_instructions(chat, *args) == ["Reply with the exact words of the document only."] * 2
+    assert chat.prompts[0].startswith("<|user|>Instructions for QA.") and chat.prompts[0].endswith("<|assistant|>")
+    assert "Instruction: Answer briefly.\nScore: 0.25" in chat.prompts[0] and "Write one new instruction" in chat.prompts[0]
+    plain = Fake(False)
+    propose_instructions(plain, *args)
+    assert plain.prompts[0].endswith("Score: 0.25\nInstruction:") and "<|user|>" not in plain.prompts[0]

@@ -15,7 +15,8 @@ from lmops.serve import running_server
 from tests.registry.test_registry import NAME, git_repo
 
 QUESTION = "\nQuestion: Who makes Kavin-123?\nAnswer:"
-KEYS = {"new_qa", "new_answer_logprob", "new_qa_trained", "new_qa_untrained", "old_test_qa"}
+KEYS = {"new_qa", "new_answer_logprob", "new_qa_trained", "new_qa_untrained", "new_qa_heldout", "heldout_items",
+        "old_test_qa"}
 
 
 @pytest.fixture
@@ -56,9 +57,9 @@ def test_served_variant_is_registered_promoted_and_hot_reloaded(project, tiny_pa
     sp = tiny_params.serve.model_copy(update={"port": 0, "reload_seconds": 0.2, "log_dir": str(tmp_path / "logs"),
                                               "prompt_hook": ""})
     champ = {"new_qa": 0.1, "new_answer_logprob": -2.0, "new_qa_trained": 0.0, "new_qa_untrained": 0.0,
-             "old_test_qa": 0.5}
-    full = {**champ, "new_qa": 0.6}
-    quant = {**champ, "new_qa": 0.5}  # the gate reads this one
+             "new_qa_heldout": 0.0, "new_qa_heldout_rag": 0.1, "old_test_qa": 0.5}
+    full = {**champ, "new_qa_heldout_rag": 0.6}
+    quant = {**champ, "new_qa_heldout_rag": 0.5}  # the gate reads this one
     with running_server(sp, root) as (url, srv):
         assert httpx.get(f"{url}/health").json()["version"] == v1
         record = register_and_gate(tiny_params, root, v1, root / CHALLENGER, served, root / "data" / "corpus",
