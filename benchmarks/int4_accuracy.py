@@ -53,13 +53,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--variants", nargs="+", default=ALL, choices=ALL)
     ap.add_argument("--tokens", type=int, default=4096, help="held-out tokens scored (fewer if the text is shorter)")
     ap.add_argument("--max-length", type=int, default=256, help="perplexity window and calibration/training context")
-    ap.add_argument("--calib-sequences", type=int, default=8)
-    ap.add_argument("--act-order", action="store_true", help="GPTQ with act-order (static groups)")
+    ap.add_argument("--calib-sequences", type=int, default=16, help="calibration windows (GPTQ; QAT's training data)")
+    ap.add_argument("--no-act-order", dest="act_order", action="store_false", help="GPTQ without act-order")
     ap.add_argument("--damp", type=float, default=0.01, help="GPTQ Hessian damping (share of the mean diagonal)")
-    ap.add_argument("--clip-search", type=int, default=0, help="GPTQ: min/max shrinkings tried per group (0: RTN's)")
     ap.add_argument("--qat-steps", type=int, default=30)
     ap.add_argument("--qat-lr", type=float, default=2e-5)
     ap.add_argument("--qat-batch", type=int, default=4)
+    ap.add_argument("--qat-objective", choices=["distill", "lm"], default="distill")
+    ap.add_argument("--qat-trainable", choices=["linears", "all"], default="linears")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", type=Path, default=None, help="also write the rows as JSON here")
     args = ap.parse_args(argv)
@@ -95,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         if name.startswith(("rtn_g", "gptq_g")) and not name.endswith("floatzero"):
             g = int(name.split("_g")[1])
             cfg = Int4WeightConfig(group_size=g) if name.startswith("rtn") else \
-                GPTQConfig(group_size=g, damp=args.damp, act_order=args.act_order, clip_search=args.clip_search)
+                GPTQConfig(group_size=g, damp=args.damp, act_order=args.act_order)
             return quantize_(copy.deepcopy(base), cfg, calib)
         if name == "rtn_g32_floatzero":
             model = copy.deepcopy(base)
@@ -107,7 +108,8 @@ def main(argv: list[str] | None = None) -> int:
             from lmops.quant.methods.bnb import BnbConfig
             return method_for(BnbConfig()).build(BnbConfig(mode="nf4"), ctx)[0]
         cfg = QATConfig(group_size=int(name.split("_g")[1]), steps=args.qat_steps, lr=args.qat_lr,
-                        batch_size=args.qat_batch, fake_quant=name.startswith("qat"))
+                        batch_size=args.qat_batch, fake_quant=name.startswith("qat"), objective=args.qat_objective,
+                        data="calibration", trainable=args.qat_trainable)
         return method_for(cfg).build(cfg, ctx)[0]
 
     rows = []

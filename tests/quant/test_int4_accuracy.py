@@ -101,3 +101,39 @@ def test_qat_conversion_produces_valid_codes(tiny_model):
         assert codes.shape == (m.out_features, m.in_features) and int(codes.max()) <= 15
         assert m.zero.dtype == torch.uint8 and int(m.zero.max()) <= 15 and (m.scale.float() > 0).all()
         assert torch.isfinite(m.dequantize()).all()
+
+
+def test_qat_distillation_learns_and_its_float_control_stays_put(tiny_model):
+    from lmops.quant import qat
+
+    teacher = copy.deepcopy(tiny_model[0]).float().eval()
+    windows = [torch.randint(0, 300, (1, 32), generator=torch.Generator().manual_seed(i)) for i in range(4)]
+    batch = torch.cat(windows)
+
+    def kl(model):
+        with torch.no_grad():
+            logp, target = (torch.log_softmax(m(input_ids=batch).logits, -1) for m in (model, teacher))
+            return float(torch.nn.functional.kl_div(logp, target, log_target=True, reduction="none").sum(-1).mean())
+
+    student = qat.prepare(copy.deepcopy(teacher), group_size=32)
+    before = kl(student)
+    losses = qat.distill(student, teacher, windows, steps=12, lr=1e-4, batch_size=4)
+    assert len(losses) == 12 and kl(student) < 0.7 * before, (before, kl(student))
+    frozen = dict(student.named_parameters())
+    assert not frozen["model.embed_tokens.weight"].requires_grad  # trainable="linears"
+    assert torch.equal(frozen["model.embed_tokens.weight"], teacher.model.embed_tokens.weight)
+    control = copy.deepcopy(teacher)  # the control's float student starts at the teacher: nothing to learn
+    assert qat.distill(control, teacher, windows, steps=2, lr=1e-4, batch_size=2)[0] < 1e-6
+    with pytest.raises(QuantError, match="trainable must be"):
+        qat.distill(control, teacher, windows, steps=1, lr=1e-3, batch_size=1, trainable="some")
+
+
+def test_qat_config_rejects_bad_settings():
+    from lmops.quant.methods.qat import QATConfig
+
+    with pytest.raises(QuantError, match="objective must be"):
+        QATConfig(objective="mse")
+    with pytest.raises(QuantError, match="data must be"):
+        QATConfig(data="test")
+    with pytest.raises(QuantError, match="group_size must be a power of two"):
+        QATConfig(group_size=48)
