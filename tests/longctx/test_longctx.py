@@ -324,3 +324,29 @@ def test_reference_settings_are_validated():
         LongContextParams(nbce_ref={"top_p": 1.5})
     with pytest.raises(ValueError, match="nbce_ref"):
         LongContextParams(nbce_ref={"zeta": 1})
+
+
+def test_chat_frame_puts_the_context_in_the_user_turn_and_the_lead_in_the_assistant_turn(tiny_model):
+    """Through a chat template every method's row is head + context + tail, which decodes to the same
+    prompt evaluation builds (`chat_qa_prompt`); KB questions get a restated lead (issue 15)."""
+    import copy
+
+    from lmops.longctx.methods.base import Context
+    from lmops.longctx.suite import Item, answer_lead
+    from lmops.model.evaluate import chat_qa_prompt
+
+    tok = copy.deepcopy(tiny_model[1])
+    tok.chat_template = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
+                         "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+    it = Item("kb-0", ["Pump P-1 is made by Kaden Works."], "Who makes Pump P-1?", "Kaden Works", "")
+    ctx = Context(None, tok, 96, 4, chat=True)
+    head, tail = ctx.frame(it)
+    text = tok.decode(ctx.row(it, ctx.ids(it.context)))
+    assert text == chat_qa_prompt(tok, it.context, it.question, "Pump P-1 is made by")
+    assert text.index(it.context) < text.index("<|im_start|>assistant") and text.endswith("made by")
+    assert ctx.room(it) == 96 - 4 - len(head) - len(tail)
+    plain = Context(None, tok, 96, 4)
+    assert plain.frame(it) == ([], plain.ids(it.prompt))  # no chat: the QA format, no lead added
+    assert answer_lead("What is the operating pressure of Pump P-1?") == "The operating pressure of Pump P-1 is"
+    assert answer_lead("When was Pump P-1 installed?") == "Pump P-1 was installed in"
+    assert answer_lead("Why?") == ""
