@@ -289,6 +289,7 @@ class LongContextParams(Section):
     dtype: Literal["float32", "bfloat16"] = "float32"  # bfloat16: ~2.6x faster 8k prefills on AMX CPUs
     chat: Literal["auto", "never"] = "auto"  # auto: through the chat template when the tokenizer has one
     batch_size: int = Field(16, ge=1)  # rows generated together (1 for long rows: no padding masks)
+    kb_methods: list[str] = []  # methods scored on KB-QA; [] = every method (a slow CPU: the cheap ones)
     rope: RopeParams = RopeParams()
     finetune: PIFinetuneParams = PIFinetuneParams()
     nbce: NBCEParams = NBCEParams()

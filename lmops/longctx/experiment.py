@@ -144,6 +144,11 @@ def compare(lp: LongContextParams, model_dir: Path, corpus_dir: Path, index_dir:
     trained = trained_context(lp, model.config)
     chunk_config(lp, trained)  # bad chunk params fail before any work
     methods = build_methods(lp) if methods is None else methods
+    unknown = sorted(set(lp.kb_methods) - set(methods))
+    if unknown:
+        raise ParamsError(f"long_context.kb_methods: {unknown} are not methods these params switch on "
+                          f"({', '.join(methods)})")
+    kb_methods = {n: m for n, m in methods.items() if not lp.kb_methods or n in lp.kb_methods}
     corpus = Corpus.load(corpus_dir)
     chat = lp.chat == "auto" and has_chat_template(tok)
     suite = build_suite(lp, tok, corpus, trained, index_dir, chat)
@@ -152,7 +157,7 @@ def compare(lp: LongContextParams, model_dir: Path, corpus_dir: Path, index_dir:
                   threads=lp.threads, batch_size=lp.batch_size, chat=chat)
     notes = [n for m in methods.values() if (n := m.prepare(ctx))]
     pk_hits, pk_ms = ev.score_methods(methods, suite.passkey, per_call=lp.batch_size, desc="passkey")
-    kb_hits, kb_ms = ev.score_methods(methods, suite.kb, per_call=lp.batch_size, desc="KB-QA")
+    kb_hits, kb_ms = ev.score_methods(kb_methods, suite.kb, per_call=lp.batch_size, desc="KB-QA")
 
     grids = ev.passkey_grid(suite.passkey, pk_hits)
     metrics = {"trained_context": trained,

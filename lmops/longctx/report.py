@@ -60,8 +60,9 @@ def markdown(metrics: dict, ms: dict[str, dict[str, float]], ppl: dict[str, list
     lines = [head, "|" + "---|" * (len(lengths) + 4)]
     for name, row in metrics["passkey"].items():
         cells = " | ".join(f"{row[str(L)]:.0%}" for L in lengths)
-        lines.append(f"| `{name}` | {cells} | {metrics['kb_qa'].get(name, float('nan')):.0%} | "
-                     f"{ms['passkey'].get(name, 0):.0f} | {ms['kb_qa'].get(name, 0):.0f} |")
+        kb = f"{metrics['kb_qa'][name]:.0%}" if name in metrics["kb_qa"] else "not run"
+        kb_ms = f"{ms['kb_qa'][name]:.0f}" if name in ms["kb_qa"] else "-"
+        lines.append(f"| `{name}` | {cells} | {kb} | {ms['passkey'].get(name, 0):.0f} | {kb_ms} |")
     r = metrics["retrieval"]
     retrieval = (f"Retrieval ({r['chunks']} chunks, LanceDB table version {r['table_version']}): recall@1 "
                  f"**{r['recall@1']:.2f}**, recall@5 **{r['recall@5']:.2f}**, MRR **{r['mrr']:.3f}**, "

@@ -177,3 +177,15 @@ def test_a_new_method_needs_one_registration(tiny_root, tiny_params, tmp_path, m
     assert set(m["passkey"]["tail_only"]) == {"96", "192"} and 0 <= m["kb_qa"]["tail_only"] <= 1
     assert "| `tail_only` |" in (tmp_path / "reports" / "long_context.md").read_text()
     assert "tail_only" in (tmp_path / "plots" / "long_context_passkey.csv").read_text()
+
+
+def test_kb_methods_must_name_methods_that_run(tiny_root, tiny_params, tmp_path):
+    """long_context.kb_methods limits KB-QA to some methods; a name the params do not switch on is a
+    params error before any work."""
+    from lmops.errors import ParamsError
+    from lmops.longctx.experiment import compare
+
+    lp = tiny_params.long_context.model_copy(update={"kb_methods": ["retrieval", "rope_dynamic"]})
+    with pytest.raises(ParamsError, match=r"kb_methods: \['rope_dynamic'\]"):
+        compare(lp, tiny_root / "models" / "base", tiny_root / "data" / "corpus", tmp_path / "index")
+    assert not (tmp_path / "index").exists()
