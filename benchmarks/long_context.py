@@ -2,6 +2,9 @@
 
     python benchmarks/long_context.py                 # runs the long_context stage, then the 10k-chunk latency
     python benchmarks/long_context.py --skip-stage    # only re-read metrics/long_context.json written by the stage
+    python benchmarks/long_context.py --root real --skip-stage --skip-latency --forward
+                                                      # the real model (issue 15): its targets at 2x (16k), and
+                                                      # the cost of one prefill at 1x and 2x, bf16 vs float32
 
 The retrieval latency target is measured on a separate LanceDB table of 10,000 chunks (fresh-entity
 documents, one chunk each), built once and then reused incrementally (data/long_context_bench_index).
@@ -70,6 +73,37 @@ def latency_10k(root: Path, tokenizer, chunks: int, queries: int, seed: int) -> 
     return out
 
 
+def forward_costs(model_dir: Path, trained: int, threads: int, short: int = 2048) -> list[str]:
+    """Seconds per prefill (one row, sdpa, logits_to_keep=1, inference mode): bf16 and float32
+    interleaved at `short` tokens (their ratio), then bf16 at the trained context and at 2x."""
+    import torch
+
+    from lmops.model.build import load_model
+
+    torch.set_num_threads(threads)
+    models = {dt: load_model(model_dir, dtype=getattr(torch, dt), attn_implementation="sdpa")[0]
+              for dt in ("bfloat16", "float32")}
+    ids = torch.randint(100, 40000, (1, 2 * trained), generator=torch.Generator().manual_seed(0))
+
+    def prefill(m, n: int) -> float:
+        with torch.inference_mode():
+            t = time.perf_counter()
+            m(input_ids=ids[:, :n], logits_to_keep=1, use_cache=True)
+            return time.perf_counter() - t
+
+    for m in models.values():
+        prefill(m, 128)  # warm up
+    times = {dt: [] for dt in models}
+    for _ in range(2):  # interleaved, side by side
+        for dt, m in models.items():
+            times[dt].append(prefill(m, short))
+    bf, fp = min(times["bfloat16"]), min(times["float32"])
+    out = [f"prefill {short:,} tokens: bfloat16 {bf:.2f} s, float32 {fp:.2f} s (float32 / bfloat16 = {fp / bf:.2f}x)"]
+    for n in (trained, 2 * trained):
+        out.append(f"prefill {n:,} tokens, bfloat16: {prefill(models['bfloat16'], n):.1f} s")
+    return out
+
+
 def row(name: str, target: str, measured: str, ok: bool) -> str:
     return f"| {name} | {target} | {measured} | {'met' if ok else 'MISSED'} |"
 
@@ -81,14 +115,17 @@ def main() -> int:
     ap.add_argument("--chunks", type=int, default=10_000)
     ap.add_argument("--queries", type=int, default=100)
     ap.add_argument("--threads", type=int, default=1, help="torch threads (query embedding is fastest on one)")
+    ap.add_argument("--skip-latency", action="store_true", help="skip the 10k-chunk retrieval latency table")
+    ap.add_argument("--forward", action="store_true",
+                    help="time one prefill at the trained context and at 2x (and bf16 vs float32 at 2k tokens)")
     args = ap.parse_args()
 
     import torch
 
-    from lmops.layout import BASE_MODEL
     from lmops.model.build import load_model
     from lmops.params import load_params
     from lmops.stages import run_stage
+    from lmops.stages.long_context import model_location
 
     root = Path(args.root)
     p = load_params(root / "params.yaml")
@@ -98,17 +135,22 @@ def main() -> int:
     stage_s = time.perf_counter() - t0
     m = json.loads((root / "metrics" / "long_context.json").read_text())
     torch.set_num_threads(args.threads)
-    _, tok = load_model(root / BASE_MODEL)
-    lat = latency_10k(root, tok, args.chunks, args.queries, p.long_context.seed + 1)
+    _, tok = load_model(model_location(p, root))
+    lat = {} if args.skip_latency else latency_10k(root, tok, args.chunks, args.queries, p.long_context.seed + 1)
 
     trained = m["trained_context"]
     at = lambda mult: {k: v[str(mult * trained)] for k, v in m["passkey"].items() if str(mult * trained) in v}  # noqa: E731
-    four, eight = at(4), at(8)
+    two, four, eight = at(2), at(4), at(8)
+    best2 = max(two, key=two.get) if two else None
     best4 = max(four, key=four.get) if four else None
     best8 = max(eight, key=eight.get) if eight else None
     kb, r = m["kb_qa"], m["retrieval"]
     best_rag = max(("retrieval", "retrieval_nbce"), key=lambda k: kb.get(k, 0))
     lines = ["| target | wanted | measured | |", "|---|---|---|---|"]
+    if two and not four:  # the real model (issue 15): 2x its native context
+        n = len(p.long_context.depths) * p.long_context.passkey_items
+        lines.append(row("passkey 2x: best method", ">= 90%", f"{two[best2]:.0%} ({best2}, {n} items)",
+                         two[best2] >= 0.9))
     if four:
         beyond, inside = truncation_by_window(root, 4 * trained, trained)
         lines.append(row("passkey 4x: truncation near chance (needle beyond its window)",
@@ -122,22 +164,32 @@ def main() -> int:
     gain = kb[best_rag] - kb["truncation"]
     lines.append(row("retrieval + model vs truncation, KB-QA EM", ">= +30 points",
                      f"{kb[best_rag]:.0%} ({best_rag}) vs {kb['truncation']:.0%}: {100 * gain:+.0f}", gain >= 0.3))
-    lines.append(row("NBCE vs truncation, multi-doc QA EM", "NBCE higher",
-                     f"{kb['nbce']:.0%} vs {kb['truncation']:.0%}", kb["nbce"] > kb["truncation"]))
+    if "nbce" in kb:
+        lines.append(row("NBCE vs truncation, multi-doc QA EM", "NBCE higher",
+                         f"{kb['nbce']:.0%} vs {kb['truncation']:.0%}", kb["nbce"] > kb["truncation"]))
     mode = p.long_context.retrieval.mode
-    lines.append(row(f"retrieval p50 over {lat[mode]['chunks']:,} chunks ({mode})", "< 50 ms",
-                     f"{lat[mode]['p50_ms']:.1f} ms (p95 {lat[mode]['p95_ms']:.1f})", lat[mode]["p50_ms"] < 50))
+    if lat:
+        lines.append(row(f"retrieval p50 over {lat[mode]['chunks']:,} chunks ({mode})", "< 50 ms",
+                         f"{lat[mode]['p50_ms']:.1f} ms (p95 {lat[mode]['p95_ms']:.1f})", lat[mode]["p50_ms"] < 50))
     print(f"\nlong-context benchmark (trained context {trained} tokens; stage "
           f"{'skipped' if args.skip_stage else f'ran in {stage_s:.0f} s'})\n")
     print("\n".join(lines))
-    print("\nretrieval latency by mode over the 10k-chunk table (query embedding + search, "
-          f"{args.threads} thread):")
+    if two and "nbce_ref" in two:
+        print(f"\nNBCE, reference rule vs simplified, same chunks, passkey 1x / 2x: nbce_ref "
+              f"{at(1)['nbce_ref']:.0%} / {two['nbce_ref']:.0%}, nbce {at(1)['nbce']:.0%} / {two['nbce']:.0%}")
+    if lat:
+        print("\nretrieval latency by mode over the 10k-chunk table (query embedding + search, "
+              f"{args.threads} thread):")
     for k, v in lat.items():
         print(f"  {k:<7} p50 {v['p50_ms']:6.1f} ms  p95 {v['p95_ms']:6.1f} ms  recall@5 {v['recall@5']:.2f}")
     print("\npasskey accuracy by length (x trained context):")
     for k, v in m["passkey"].items():
         print(f"  {k:<16} " + "  ".join(f"{int(L) // trained}x {a:4.0%}" for L, a in v.items()) +
-              f"   KB-QA {kb.get(k, 0):.0%}")
+              (f"   KB-QA {kb[k]:.0%}" if k in kb else "   KB-QA not run"))
+    if args.forward:
+        print(f"\nforward passes ({args.threads} threads, load average {os.getloadavg()[0]:.1f}):")
+        for line in forward_costs(model_location(p, root), trained, args.threads):
+            print("  " + line)
     return 0
 
 

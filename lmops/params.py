@@ -241,6 +241,13 @@ class NBCEParams(Section):
     temperature: float = Field(1.0, gt=0)
 
 
+class NBCERefParams(Section):
+    """NBCE's reference rule (Su Jianlin's bojone/NBCE), on `nbce`'s chunks: method `nbce_ref`."""
+    beta: float = Field(0.25, ge=0)  # weight of the no-context correction (not clamped, as in the reference)
+    eta: float = Field(0.1, ge=0)  # stickiness: entropy bonus of the chunk chosen at the previous step
+    top_p: float = Field(0.95, gt=0, le=1)  # nucleus of every row before the entropy and the combination
+
+
 class RetrievalParams(Section):
     chunk_tokens: int = Field(128, ge=8)  # must fit the trained context with the question
     overlap: int = Field(32, ge=0)
@@ -273,12 +280,20 @@ class LongContextParams(Section):
     kb_entities: int = Field(60, ge=2)  # fresh entities in the knowledge base
     kb_questions: int = Field(30, ge=1)
     kb_multiple: int = Field(8, ge=1)  # KB-QA context for full-context methods, in trained contexts
-    ppl_sequences: int = Field(4, ge=1)  # sequences of max(lengths) tokens for perplexity by position
+    ppl_sequences: int = Field(4, ge=0)  # sequences of max(lengths) tokens for perplexity by position; 0 skips it
     max_new_tokens: int = Field(8, ge=1)
     threads: int = Field(1, ge=1)  # one thread: two spin-wait on each other on a shared CPU
+    # The model: "" = the stage's models/base; else a model directory, relative to the project root
+    # (the real profile: the imported ../models/smollm2-135m-instruct, whatever train made of it).
+    model: str = ""
+    dtype: Literal["float32", "bfloat16"] = "float32"  # bfloat16: ~2.6x faster 8k prefills on AMX CPUs
+    chat: Literal["auto", "never"] = "auto"  # auto: through the chat template when the tokenizer has one
+    batch_size: int = Field(16, ge=1)  # rows generated together (1 for long rows: no padding masks)
+    kb_methods: list[str] = []  # methods scored on KB-QA; [] = every method (a slow CPU: the cheap ones)
     rope: RopeParams = RopeParams()
     finetune: PIFinetuneParams = PIFinetuneParams()
     nbce: NBCEParams = NBCEParams()
+    nbce_ref: NBCERefParams = NBCERefParams()
     retrieval: RetrievalParams = RetrievalParams()
     # The context the multiples above count in: 0 = the model's max_position_embeddings (a released model's
     # 8,192 would make 65k-token prompts); set it, and max_tokens, to what the machine can run.

@@ -20,18 +20,31 @@ def run_method(method: Method, items: list[Item]) -> tuple[list[str], float]:
     return answers, 1000 * (time.perf_counter() - start) / max(1, len(items))
 
 
-def score_methods(methods: dict[str, Method], items: list[Item], progress: bool = True
-                  ) -> tuple[dict[str, list[bool]], dict[str, float]]:
-    """Per-item correctness and mean ms per query, for every (prepared) method on the same items."""
+def score_methods(methods: dict[str, Method], items: list[Item], progress: bool = True, per_call: int = 0,
+                  desc: str = "items") -> tuple[dict[str, list[bool]], dict[str, float]]:
+    """Per-item correctness and mean ms per query, for every (prepared) method on the same items.
+    `per_call` > 0 hands each method that many items at a time, with a progress line per call."""
+    import sys
+
     from tqdm.auto import tqdm
 
     from lmops.progress import report
 
     hits, ms = {}, {}
-    for i, (name, method) in enumerate(tqdm(methods.items(), desc="methods", disable=not progress)):
+    step = per_call if per_call and per_call < len(items) else max(1, len(items))
+    for i, (name, method) in enumerate(methods.items()):
         report("long-context methods", i, len(methods))
-        answers, ms[name] = run_method(method, items)
+        answers, total = [], 0.0
+        for j in tqdm(range(0, len(items), step), desc=f"{desc} {name}", disable=not progress or step >= len(items),
+                      leave=False):
+            got, per = run_method(method, items[j:j + step])
+            answers += got
+            total += per * len(got)
+        ms[name] = total / max(1, len(items))
         hits[name] = [exact_match([a], [it.answer]) == 1.0 for a, it in zip(answers, items)]
+        if progress:
+            print(f"long_context {desc} {name}: {sum(hits[name])}/{len(items)} right, {ms[name] / 1000:.1f} s/item; "
+                  f"answers {[a[:24] for a in answers[:3]]}", file=sys.stderr, flush=True)
     report("long-context methods", len(methods), len(methods))
     return hits, ms
 

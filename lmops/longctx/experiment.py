@@ -62,16 +62,32 @@ def trained_context(lp: LongContextParams, config) -> int:
     return trained
 
 
-def build_suite(lp: LongContextParams, tok, corpus, trained: int, index_dir: Path) -> Suite:
+def frame_overhead(tok, chat: bool) -> int:
+    """Tokens a chat template's frame (turn markers, instruction) adds to a passkey question beyond the
+    plain QA text the suite sizes its items with, plus a small margin; 0 without chat."""
+    if not chat:
+        return 0
+    from lmops.data.generate import qa_text
+    from lmops.longctx.methods.base import Context
+    from lmops.longctx.suite import Item
+
+    it = Item("probe", [], "What is the access code for gate AB-12?", "x", "", lead="The access code for gate AB-12 is")
+    head, tail = Context(None, tok, 1, 1, chat=True).frame(it)
+    n_plain = len(tok(qa_text(it.question, lead=it.lead), add_special_tokens=False)["input_ids"])
+    return max(0, len(head) + len(tail) - n_plain) + 8
+
+
+def build_suite(lp: LongContextParams, tok, corpus, trained: int, index_dir: Path, chat: bool = False) -> Suite:
     """The seeded items and the two LanceDB tables (grown incrementally: only new documents are embedded)."""
     from lmops.longctx.retrieval import open_or_create
     from lmops.longctx.suite import fresh_kb, kb_suite, passkey_suite
 
     chunks = chunk_config(lp, trained)
     lengths = [m * trained for m in lp.lengths]
-    passkey = passkey_suite(tok, lp.seed, lengths, lp.depths, lp.passkey_items, lp.max_new_tokens)
+    reserve = lp.max_new_tokens + frame_overhead(tok, chat)  # a 1x prompt fits the trained context, frame and all
+    passkey = passkey_suite(tok, lp.seed, lengths, lp.depths, lp.passkey_items, reserve)
     ents, kb_docs = fresh_kb(lp.seed, lp.kb_entities, {e["name"] for e in corpus.entities})
-    kb = kb_suite(tok, lp.seed, ents, kb_docs, lp.kb_questions, lp.kb_multiple * trained, lp.max_new_tokens)
+    kb = kb_suite(tok, lp.seed, ents, kb_docs, lp.kb_questions, lp.kb_multiple * trained, reserve)
     tag = f"s{lp.seed}_c{chunks.size}_{chunks.overlap}"
     opts = lp.retrieval.storage_options
     kb_index = open_or_create(index_dir, f"kb_{tag}", opts)
@@ -109,6 +125,8 @@ def compare(lp: LongContextParams, model_dir: Path, corpus_dir: Path, index_dir:
             methods: dict | None = None, device: str = "cpu") -> Results:
     """Every method (default: all the registry switches on for `lp`) on the same suite, the model on
     `device` (a resolved one: `lmops.model.build.resolve_device`)."""
+    import time
+
     import torch
 
     from lmops.data import Corpus
@@ -117,20 +135,30 @@ def compare(lp: LongContextParams, model_dir: Path, corpus_dir: Path, index_dir:
     from lmops.longctx.methods.registry import build_methods
     from lmops.model.build import load_model
     from lmops.model.evaluate import token_stream
+    from lmops.model.generate import has_chat_template
 
+    start = time.perf_counter()
     torch.set_num_threads(lp.threads)
-    model, tok = load_model(model_dir, device=device)
+    # sdpa attention (no T x T matrix on unpadded rows); generate() and NBCE keep logits for the last
+    # position only (logits_to_keep=1), so the 49k-vocabulary head never runs over a long prompt.
+    model, tok = load_model(model_dir, device=device, dtype=getattr(torch, lp.dtype), attn_implementation="sdpa")
     trained = trained_context(lp, model.config)
     chunk_config(lp, trained)  # bad chunk params fail before any work
     methods = build_methods(lp) if methods is None else methods
+    unknown = sorted(set(lp.kb_methods) - set(methods))
+    if unknown:
+        raise ParamsError(f"long_context.kb_methods: {unknown} are not methods these params switch on "
+                          f"({', '.join(methods)})")
+    kb_methods = {n: m for n, m in methods.items() if not lp.kb_methods or n in lp.kb_methods}
     corpus = Corpus.load(corpus_dir)
-    suite = build_suite(lp, tok, corpus, trained, index_dir)
+    chat = lp.chat == "auto" and has_chat_template(tok)
+    suite = build_suite(lp, tok, corpus, trained, index_dir, chat)
 
     ctx = Context(model, tok, trained, lp.max_new_tokens, corpus=corpus, index=suite.haystacks(), seed=lp.seed,
-                  threads=lp.threads)
+                  threads=lp.threads, batch_size=lp.batch_size, chat=chat)
     notes = [n for m in methods.values() if (n := m.prepare(ctx))]
-    pk_hits, pk_ms = ev.score_methods(methods, suite.passkey)
-    kb_hits, kb_ms = ev.score_methods(methods, suite.kb)
+    pk_hits, pk_ms = ev.score_methods(methods, suite.passkey, per_call=lp.batch_size, desc="passkey")
+    kb_hits, kb_ms = ev.score_methods(kb_methods, suite.kb, per_call=lp.batch_size, desc="KB-QA")
 
     grids = ev.passkey_grid(suite.passkey, pk_hits)
     metrics = {"trained_context": trained,
@@ -139,16 +167,23 @@ def compare(lp: LongContextParams, model_dir: Path, corpus_dir: Path, index_dir:
                "retrieval": ev.retrieval_metrics(suite.kb_index, suite.kb, lp.retrieval.mode,
                                                  rrf_k=lp.retrieval.rrf_k)}
 
-    val_texts = [d["text"] for d in corpus.split(corpus.documents, "val")]
-    seq_len = max(suite.lengths)
-    stream = token_stream(tok, val_texts, seq_len * lp.ppl_sequences)
-    seqs = [stream[i:i + seq_len] for i in range(0, len(stream) - seq_len + 1, seq_len)]
-    ppl = {k: ev.ppl_by_position([ev.token_nll(m, s, w) for s in seqs], trained)
-           for k, (m, w) in perplexity_models(methods, model).items()}
+    ppl = {}
+    if lp.ppl_sequences:
+        val_texts = [d["text"] for d in corpus.split(corpus.documents, "val")]
+        seq_len = max(suite.lengths)
+        stream = token_stream(tok, val_texts, seq_len * lp.ppl_sequences)
+        seqs = [stream[i:i + seq_len] for i in range(0, len(stream) - seq_len + 1, seq_len)]
+        ppl = {k: ev.ppl_by_position([ev.token_nll(m, s, w) for s in seqs], trained)
+               for k, (m, w) in perplexity_models(methods, model).items()}
 
     chunks = suite.chunks
     notes += [f"passkey: {len(suite.passkey)} items ({lp.passkey_items} per length x depth cell); KB-QA: "
               f"{len(suite.kb)} questions on {len(suite.entities)} fresh entities, {lp.kb_multiple * trained}-token "
               f"contexts for full-context methods; retrieval: top-{lp.retrieval.top_k} {lp.retrieval.mode} over "
-              f"{chunks.size}-token chunks (overlap {chunks.overlap}); NBCE beta {lp.nbce.beta}"]
+              f"{chunks.size}-token chunks (overlap {chunks.overlap}); NBCE beta {lp.nbce.beta}; nbce_ref beta "
+              f"{lp.nbce_ref.beta}, eta {lp.nbce_ref.eta}, top-p {lp.nbce_ref.top_p} (greedy)",
+              f"model {model_dir} ({lp.dtype}, {lp.threads} threads, "
+              + ("through its chat template, answer leads in the assistant turn" if chat else "plain QA format")
+              + f"); stage wall time {time.perf_counter() - start:.0f} s"
+              + ("" if lp.ppl_sequences else "; perplexity by position skipped (ppl_sequences 0)")]
     return Results(metrics, grids, {"passkey": pk_ms, "kb_qa": kb_ms}, ppl, notes)

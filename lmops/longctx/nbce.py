@@ -1,20 +1,29 @@
 """NBCE, naive-Bayes context extension (Su 2023): decode over n context chunks at once.
 
-Each chunk is one batch row (chunk + prompt) with its own KV cache, plus one row holding the prompt
-alone. At every step the chunk whose next-token distribution has the lowest entropy (the chunk that
-"knows" the answer) is pooled, and the output is
+Each chunk is one row (chunk + prompt) with its own KV cache, plus one row holding the prompt alone.
+Naive Bayes gives log p(T|S_1..S_n) = sum_k log p(T|S_k) - (n-1) log p(T); NBCE replaces the sum by
+one pooled chunk and n-1 by beta. Two rules, compared on the same items:
 
-    (beta + 1) * log p(token | pooled chunk) - beta * log p(token | no context)
+- `NBCEConfig` (the simplified rule, `nbce`): pool the chunk whose full next-token distribution has the
+  lowest entropy, output `(beta + 1) * log p(. | pooled) - beta * log p(. | no context)` with beta
+  clamped to n-1 (so a single chunk is exactly plain decoding);
+- `NBCERefConfig` (the reference rule, `nbce_ref`, Su Jianlin's bojone/NBCE): every row's
+  log-probabilities are top-p truncated first (HF `TopPLogitsWarper`: tokens outside the nucleus get
+  -inf); the pooled chunk minimises the entropy of its *truncated* distribution, less a stickiness
+  bonus `eta` for the chunk chosen at the previous step; the combination with beta (not clamped) is
+  applied only inside the no-context row's nucleus, elsewhere the pooled row's log-probabilities stand.
 
-Naive Bayes gives log p(T|S_1..S_n) = sum_k log p(T|S_k) - (n-1) log p(T), so beta stands in for
-n-1; it is clamped to n-1, which makes a single chunk exactly plain decoding. Cost is one forward
-per step over n+1 rows: linear in the number of chunks.
+The reference samples from the result; here decoding is greedy unless `sample` is set (exact match).
+Rows are prefilled one at a time (`logits_to_keep=1`, no padding), so cost is linear in the number of
+chunks and memory is one chunk's activations; every decoding step is one token per row.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from lmops.model.generate import first_line, left_pad
+from lmops.model.generate import first_line
+
+NEG = -100.0  # the reference's clip floor: log-probabilities at or below it count as outside a nucleus
 
 
 @dataclass(frozen=True)
@@ -33,10 +42,31 @@ class NBCEConfig:
         if self.temperature <= 0:
             raise ValueError("NBCE temperature must be > 0")
 
+    def combine(self, logp, prev: int | None):
+        """(output log-scores (V,), pooled chunk index) from log-probabilities (n+1, V), row 0 = no context."""
+        k = pool_min_entropy(logp[1:])
+        return nbce_combine(logp[1:], logp[0], self.beta), k
+
+
+@dataclass(frozen=True)
+class NBCERefConfig(NBCEConfig):
+    eta: float = 0.1  # stickiness: entropy bonus of the chunk chosen at the previous step
+    top_p: float = 0.95  # nucleus of every row before entropy and combination
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.eta < 0:
+            raise ValueError(f"NBCE eta must be >= 0, got {self.eta}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"NBCE top_p must be in (0, 1], got {self.top_p}")
+
+    def combine(self, logp, prev: int | None):
+        return nbce_ref_combine(logp[1:], logp[0], self.beta, self.eta, self.top_p, prev)
+
 
 def entropy(logp):
-    """Entropy of each row of log-probabilities, shape (n, V) -> (n,)."""
-    return -(logp.exp() * logp).sum(-1)
+    """Entropy of each row of log-probabilities, shape (n, V) -> (n,); -inf entries contribute 0."""
+    return -(logp.exp() * logp.clamp(min=NEG)).sum(-1)
 
 
 def pool_min_entropy(logp) -> int:
@@ -50,30 +80,73 @@ def nbce_combine(logp_chunks, logp_none, beta: float):
     return (b + 1) * logp_chunks[pool_min_entropy(logp_chunks)] - b * logp_none
 
 
-def nbce_generate(model, tokenizer, chunks: list[str] | list[list[int]], prompt: str,
-                  cfg: NBCEConfig = NBCEConfig()) -> str:
-    """The continuation of `prompt` given all `chunks` (texts or token ids, each placed before the
-    prompt), cut at the first newline as `generate_answers` does."""
+def top_p_truncate(logp, top_p: float):
+    """Log-probabilities (.., V) with every token outside the top-p nucleus set to -inf, as HF's
+    `TopPLogitsWarper`: a token stays when the probability mass strictly above it is < top_p (the
+    most likely token always stays). Not renormalised, as in the reference."""
+    import torch
+
+    if top_p >= 1:
+        return logp
+    sorted_lp, order = logp.sort(dim=-1, descending=True)
+    above = sorted_lp.exp().cumsum(-1) - sorted_lp.exp()  # mass of the strictly more likely tokens
+    drop_sorted = above >= top_p
+    drop_sorted[..., 0] = False
+    drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
+    return logp.masked_fill(drop, float("-inf"))
+
+
+def nbce_ref_combine(logp_chunks, logp_none, beta: float, eta: float, top_p: float, prev: int | None):
+    """The reference rule on one step: (output log-scores (V,), pooled chunk index).
+
+    `logp_chunks` (n, V) and `logp_none` (V,) are full log-softmaxes; `prev` is the chunk pooled at the
+    previous step (None at the first step)."""
+    import torch
+
+    chunks, none = top_p_truncate(logp_chunks, top_p), top_p_truncate(logp_none, top_p)
+    ent = entropy(chunks)
+    if prev is not None:
+        ent[prev] -= eta
+    k = int(ent.argmin())
+    pooled = chunks[k]
+    merged = (1 + beta) * pooled - beta * none
+    return torch.where(none > NEG, merged, pooled), k
+
+
+def _encode(tokenizer, s) -> list[int]:
+    return list(s) if not isinstance(s, str) else tokenizer(s, add_special_tokens=False)["input_ids"]
+
+
+def nbce_generate(model, tokenizer, chunks: list[str] | list[list[int]], prompt, cfg: NBCEConfig = NBCEConfig(),
+                  head=()) -> str:
+    """The continuation of `prompt` given all `chunks` (texts or token ids), each row being
+    `head + chunk + prompt` (`head`: e.g. a chat template's opening, before the context), the
+    no-context row `head + prompt`; cut at the first newline as `generate_answers` does."""
     import torch
 
     if not chunks:
         raise ValueError("NBCE needs at least one context chunk")
-    enc = lambda s: s if isinstance(s, list) else tokenizer(s, add_special_tokens=False)["input_ids"]  # noqa: E731
-    prompt_ids = enc(prompt)
-    rows = [prompt_ids] + [enc(c) + prompt_ids for c in chunks]  # row 0: no context
-    ids, mask = left_pad(rows, tokenizer.pad_token_id)  # (n+1, T)
-    dev = getattr(model, "device", "cpu")  # a stub module in tests has none
-    ids, mask = ids.to(dev), mask.to(dev)
-    pos = (mask.cumsum(-1) - 1).clamp(min=0)
+    prompt_ids, head_ids = _encode(tokenizer, prompt), _encode(tokenizer, head)
+    rows = [head_ids + prompt_ids] + [head_ids + _encode(tokenizer, c) + prompt_ids for c in chunks]
+    device = getattr(model, "device", "cpu")  # a stub module in tests has none
     gen = torch.Generator().manual_seed(cfg.seed)
     out: list[int] = []
-    past = None
-    with torch.no_grad():
+    caches: list = [None] * len(rows)
+    lengths = [len(r) for r in rows]
+    step_ids = [torch.tensor([r], dtype=torch.long) for r in rows]
+    prev = None
+    with torch.inference_mode():
         for _ in range(cfg.max_new_tokens):
-            res = model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=past, use_cache=True)
-            past = res.past_key_values
-            logp = torch.log_softmax(res.logits[:, -1].float(), dim=-1)  # (n+1, V)
-            scores = nbce_combine(logp[1:], logp[0], cfg.beta).cpu()
+            last = []
+            for i in range(len(rows)):
+                n = step_ids[i].shape[1]
+                pos = torch.arange(lengths[i] - n, lengths[i]).unsqueeze(0)
+                res = model(input_ids=step_ids[i].to(device), position_ids=pos.to(device),
+                            past_key_values=caches[i], use_cache=True, logits_to_keep=1)
+                caches[i] = res.past_key_values
+                last.append(res.logits[0, -1].float().cpu())
+            logp = torch.log_softmax(torch.stack(last), dim=-1)  # (n+1, V)
+            scores, prev = cfg.combine(logp, prev)
             if cfg.sample:
                 token = int(torch.multinomial(torch.softmax(scores / cfg.temperature, -1), 1, generator=gen))
             else:
@@ -84,7 +157,6 @@ def nbce_generate(model, tokenizer, chunks: list[str] | list[list[int]], prompt:
             if "\n" in tokenizer.decode(out):
                 break
             # Every row continues with the same chosen token, each on its own cache.
-            ids = torch.full((len(rows), 1), token, dtype=torch.long, device=dev)
-            mask = torch.cat([mask, torch.ones((len(rows), 1), dtype=torch.long, device=dev)], dim=1)
-            pos = pos[:, -1:] + 1
+            step_ids = [torch.tensor([[token]], dtype=torch.long)] * len(rows)
+            lengths = [n + 1 for n in lengths]
     return first_line(tokenizer.decode(out, skip_special_tokens=True))

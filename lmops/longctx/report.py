@@ -37,12 +37,15 @@ def heatmaps(grids: dict[str, dict[tuple[int, float], float]], path: Path, train
 def ppl_plot(ppl: dict[str, list[float]], bucket: int, path: Path) -> None:
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.5))
+    if not ppl:
+        ax.text(0.5, 0.5, "not measured (long_context.ppl_sequences: 0)", ha="center", va="center")
     for name, values in ppl.items():
         ax.plot([(i + 1) * bucket for i in range(len(values))], values, marker=".", lw=1, label=name)
     ax.set(xlabel="position (tokens, bucket end)", ylabel="perplexity", yscale="log",
            title="Perplexity by position")
     ax.axvline(bucket, color="grey", ls=":", lw=1)
-    ax.legend(fontsize=6, ncol=2)
+    if ppl:
+        ax.legend(fontsize=6, ncol=2)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     save_figure(fig, path, dpi=DPI)
@@ -57,15 +60,18 @@ def markdown(metrics: dict, ms: dict[str, dict[str, float]], ppl: dict[str, list
     lines = [head, "|" + "---|" * (len(lengths) + 4)]
     for name, row in metrics["passkey"].items():
         cells = " | ".join(f"{row[str(L)]:.0%}" for L in lengths)
-        lines.append(f"| `{name}` | {cells} | {metrics['kb_qa'].get(name, float('nan')):.0%} | "
-                     f"{ms['passkey'].get(name, 0):.0f} | {ms['kb_qa'].get(name, 0):.0f} |")
+        kb = f"{metrics['kb_qa'][name]:.0%}" if name in metrics["kb_qa"] else "not run"
+        kb_ms = f"{ms['kb_qa'][name]:.0f}" if name in ms["kb_qa"] else "-"
+        lines.append(f"| `{name}` | {cells} | {kb} | {ms['passkey'].get(name, 0):.0f} | {kb_ms} |")
     r = metrics["retrieval"]
     retrieval = (f"Retrieval ({r['chunks']} chunks, LanceDB table version {r['table_version']}): recall@1 "
                  f"**{r['recall@1']:.2f}**, recall@5 **{r['recall@5']:.2f}**, MRR **{r['mrr']:.3f}**, "
                  f"search latency p50 {r['p50_ms']:.1f} ms, p95 {r['p95_ms']:.1f} ms.")
-    n = max(len(v) for v in ppl.values())
+    n = max((len(v) for v in ppl.values()), default=0)
     ppl_lines = ["| method | " + " | ".join(f"<{(i + 1) * bucket}" for i in range(n)) + " |", "|" + "---|" * (n + 1)]
     ppl_lines += [f"| `{k}` | " + " | ".join(f"{x:.2f}" for x in v) + " |" for k, v in ppl.items()]
+    if not ppl:
+        ppl_lines = ["Not measured (long_context.ppl_sequences: 0)."]
     return "\n".join([f"# Long context (trained context {trained} tokens)", "", *lines, "", retrieval, "",
                       "## Perplexity by position", "", *ppl_lines, "", "## Notes", "",
                       *[f"- {n}" for n in notes], ""])

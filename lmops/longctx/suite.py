@@ -37,6 +37,23 @@ class Item:
         return qa_text(self.question, lead=self.lead)
 
 
+_LEADS = [(r"What is the (.+) of (.+)\?", "The {0} of {1} is"), (r"Who makes (.+)\?", "{0} is made by"),
+          (r"Where is (.+) located\?", "{0} is located in"), (r"Which team services (.+)\?", "{0} is serviced by"),
+          (r"How often is (.+) serviced\?", "{0} is serviced"), (r"When was (.+) installed\?", "{0} was installed in")]
+
+
+def answer_lead(question: str) -> str:
+    """The restated start of the answer to a KB question ("Who makes X?" -> "X is made by"), for a chat
+    model's assistant turn, which then continues with the answer itself; "" for a question of another
+    form."""
+    import re
+
+    for pattern, lead in _LEADS:
+        if m := re.fullmatch(pattern, question):
+            return lead.format(*m.groups())
+    return ""
+
+
 def _n_tokens(tokenizer, text: str) -> int:
     return len(tokenizer(text, add_special_tokens=False)["input_ids"])
 

@@ -30,12 +30,20 @@ def index_location(p: Params, root: Path) -> Path | str:
     return uri
 
 
+def model_location(p: Params, root: Path) -> Path:
+    """long_context.model: "" = the stage's models/base; else a model directory relative to the root."""
+    m = p.long_context.model
+    if not m:
+        return root / BASE_MODEL
+    return Path(m) if Path(m).is_absolute() else root / m
+
+
 def run(p: Params, root: Path) -> dict:
     from lmops.longctx import report
     from lmops.longctx.experiment import compare
     from lmops.model.build import resolve_device
 
-    res = compare(p.long_context, root / BASE_MODEL, root / CORPUS, index_location(p, root),
+    res = compare(p.long_context, model_location(p, root), root / CORPUS, index_location(p, root),
                   device=resolve_device(p.device))
     trained = res.trained
     write_json(root / LONGCTX_METRICS, res.metrics)

@@ -154,7 +154,8 @@ def _stub_model():
             self.logits, self.past_key_values = logits, past
 
     class Stub(torch.nn.Module):
-        def forward(self, input_ids, attention_mask=None, position_ids=None, past_key_values=None, use_cache=True):
+        def forward(self, input_ids, attention_mask=None, position_ids=None, past_key_values=None, use_cache=True,
+                    logits_to_keep=0):
             if past_key_values is None:
                 past_key_values = {"knows": (input_ids == 5).any(-1), "steps": 0}
             B, V = input_ids.shape[0], 12
@@ -232,3 +233,120 @@ def test_kb_items_use_fresh_entities_and_hide_the_answer_in_one_profile(tiny_mod
     for it in items:
         assert it.gold in it.docs and it.answer in it.gold
         assert len(tok(it.context, add_special_tokens=False)["input_ids"]) > 200  # far beyond one profile
+
+
+def _lp(probs):
+    import torch
+
+    return torch.tensor(probs, dtype=torch.float).log()
+
+
+def test_top_p_keeps_the_smallest_nucleus_as_hf_does():
+    import torch
+    from transformers import TopPLogitsWarper
+
+    from lmops.longctx.nbce import top_p_truncate
+
+    lp = _lp([0.05, 0.5, 0.15, 0.3])
+    assert torch.isfinite(top_p_truncate(lp, 0.9)).tolist() == [False, True, True, True]  # 0.5+0.3+0.15 >= 0.9
+    assert torch.isfinite(top_p_truncate(lp, 0.8)).tolist() == [False, True, False, True]  # 0.5+0.3 reaches 0.8
+    assert torch.isfinite(top_p_truncate(lp, 0.1)).tolist() == [False, True, False, False]  # the top token stays
+    assert torch.equal(top_p_truncate(lp, 1.0), lp)
+    kept = top_p_truncate(lp, 0.9)
+    assert torch.equal(kept[torch.isfinite(kept)], lp[torch.isfinite(kept)])  # not renormalised
+    rows = torch.log_softmax(torch.randn(5, 40), -1)
+    for p in (0.3, 0.7, 0.95):
+        hf = TopPLogitsWarper(p)(None, rows.clone())
+        assert torch.equal(torch.isfinite(top_p_truncate(rows, p)), torch.isfinite(hf))
+
+
+def test_reference_rule_picks_by_truncated_entropy_and_sticks():
+    import torch
+
+    from lmops.longctx.nbce import entropy, nbce_ref_combine, pool_min_entropy, top_p_truncate
+
+    # A: one token at 0.8, 0.2 over 100 tail tokens; B: two tokens at 0.45, 0.1 over 1,000 tail tokens.
+    # Full entropy prefers A (1.42 < 1.64 nats), but A's 0.9 nucleus keeps 50 tail tokens (0.80 nats)
+    # while B's keeps its two tokens only (0.72 nats): the reference rule picks B.
+    V = 1002
+    a = torch.full((V,), 1e-12)
+    a[0], a[1:101] = 0.8, 0.2 / 100
+    b = torch.empty(V)
+    b[:2], b[2:] = 0.45, 0.1 / 1000
+    rows = torch.log_softmax(torch.stack([a, b]).log(), -1)
+    none = torch.log_softmax(torch.zeros(V), -1)
+    assert pool_min_entropy(rows) == 0  # the simplified rule: A
+    assert entropy(top_p_truncate(rows, 0.9)).argmin() == 1  # truncated entropy: B
+    _, k = nbce_ref_combine(rows, none, 0.25, 0.0, 0.9, None)
+    assert k == 1
+    gap = float(entropy(top_p_truncate(rows, 0.9))[0] - entropy(top_p_truncate(rows, 0.9))[1])
+    assert 0 < gap < 5
+    # Stickiness: A chosen at the previous step keeps it while its handicap is under eta.
+    assert nbce_ref_combine(rows, none, 0.25, gap + 0.01, 0.9, prev=0)[1] == 0
+    assert nbce_ref_combine(rows, none, 0.25, gap - 0.01, 0.9, prev=0)[1] == 1
+    assert nbce_ref_combine(rows, none, 0.25, gap + 0.01, 0.9, prev=None)[1] == 1  # no previous: no bonus
+
+
+def test_reference_rule_combines_only_inside_the_no_context_nucleus():
+    import torch
+
+    from lmops.longctx.nbce import nbce_ref_combine, top_p_truncate
+
+    chunk = _lp([0.5, 0.3, 0.15, 0.05])[None]
+    none = _lp([0.1, 0.7, 0.15, 0.05])  # its 0.8 nucleus: tokens 1 and 2
+    out, k = nbce_ref_combine(chunk, none, 0.25, 0.1, 0.8, None)
+    tc, tn = top_p_truncate(chunk[0], 0.8), top_p_truncate(none, 0.8)
+    assert k == 0
+    assert torch.allclose(out[1], 1.25 * tc[1] - 0.25 * tn[1])  # inside both nuclei: combined
+    assert out[0] == tc[0]  # outside the no-context nucleus: the pooled chunk's own log-probability
+    assert out[2] == float("-inf") and out[3] == float("-inf")  # outside the chunk's nucleus: dropped
+    # beta is not clamped to n - 1 as in the simplified rule: one chunk is still corrected by the prior
+    assert int(out.argmax()) == 0 and int(torch.log_softmax(chunk[0], -1).argmax()) == 0
+
+
+def test_reference_rule_decodes_through_nbce_generate():
+    from lmops.longctx.nbce import NBCERefConfig, nbce_generate
+
+    model, tok = _stub_model()
+    chunks = [[2, 2, 2], [2, 5, 2], [4, 4]]
+    assert nbce_generate(model, tok, chunks, [8], NBCERefConfig(beta=0.25, max_new_tokens=4)) == "7"
+
+
+def test_reference_settings_are_validated():
+    from lmops.longctx.nbce import NBCERefConfig
+    from lmops.params import LongContextParams
+
+    with pytest.raises(ValueError, match="top_p"):
+        NBCERefConfig(top_p=0.0)
+    with pytest.raises(ValueError, match="eta"):
+        NBCERefConfig(eta=-1)
+    with pytest.raises(ValueError, match="top_p"):
+        LongContextParams(nbce_ref={"top_p": 1.5})
+    with pytest.raises(ValueError, match="nbce_ref"):
+        LongContextParams(nbce_ref={"zeta": 1})
+
+
+def test_chat_frame_puts_the_context_in_the_user_turn_and_the_lead_in_the_assistant_turn(tiny_model):
+    """Through a chat template every method's row is head + context + tail, which decodes to the same
+    prompt evaluation builds (`chat_qa_prompt`); KB questions get a restated lead (issue 15)."""
+    import copy
+
+    from lmops.longctx.methods.base import Context
+    from lmops.longctx.suite import Item, answer_lead
+    from lmops.model.evaluate import chat_qa_prompt
+
+    tok = copy.deepcopy(tiny_model[1])
+    tok.chat_template = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
+                         "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+    it = Item("kb-0", ["Pump P-1 is made by Kaden Works."], "Who makes Pump P-1?", "Kaden Works", "")
+    ctx = Context(None, tok, 96, 4, chat=True)
+    head, tail = ctx.frame(it)
+    text = tok.decode(ctx.row(it, ctx.ids(it.context)))
+    assert text == chat_qa_prompt(tok, it.context, it.question, "Pump P-1 is made by")
+    assert text.index(it.context) < text.index("<|im_start|>assistant") and text.endswith("made by")
+    assert ctx.room(it) == 96 - 4 - len(head) - len(tail)
+    plain = Context(None, tok, 96, 4)
+    assert plain.frame(it) == ([], plain.ids(it.prompt))  # no chat: the QA format, no lead added
+    assert answer_lead("What is the operating pressure of Pump P-1?") == "The operating pressure of Pump P-1 is"
+    assert answer_lead("When was Pump P-1 installed?") == "Pump P-1 was installed in"
+    assert answer_lead("Why?") == ""

@@ -84,7 +84,7 @@ def test_stage_writes_the_metrics_contract_and_plots(tiny_root, tiny_params):
     assert set(m) == {"trained_context", "passkey", "kb_qa", "retrieval"}
     assert m["trained_context"] == 96
     methods = {"truncation", "nbce", "retrieval", "retrieval_nbce", "rope_linear", "rope_linear_ft", "rope_yarn",
-               "rope_yarn_ft"}
+               "rope_yarn_ft", "nbce_ref"}
     assert set(m["passkey"]) == methods and set(m["kb_qa"]) == methods
     assert all(set(v) == {"96", "192"} for v in m["passkey"].values())
     assert set(m["retrieval"]) == {"recall@1", "recall@5", "mrr", "p50_ms", "p95_ms", "chunks", "table_version"}
@@ -121,7 +121,7 @@ def test_flow_wires_the_stage_through_dvc_and_publishes():
 
 
 CONTRACT = ["truncation", "nbce", "retrieval", "retrieval_nbce", "rope_linear", "rope_linear_ft", "rope_dynamic",
-            "rope_dynamic_ft", "rope_yarn", "rope_yarn_ft"]
+            "rope_dynamic_ft", "rope_yarn", "rope_yarn_ft", "nbce_ref"]
 
 
 def test_registry_yields_the_metric_names_params_switch_on(tiny_params):
@@ -132,7 +132,7 @@ def test_registry_yields_the_metric_names_params_switch_on(tiny_params):
     assert [n for n in names if n in CONTRACT] == CONTRACT  # a new method adds a key; none may go
     lp = tiny_params.long_context  # rope types linear + yarn
     assert list(build_methods(lp)) == ["truncation", "nbce", "retrieval", "retrieval_nbce", "rope_linear",
-                                       "rope_linear_ft", "rope_yarn", "rope_yarn_ft"]
+                                       "rope_linear_ft", "rope_yarn", "rope_yarn_ft", "nbce_ref"]
     no_ft = lp.model_copy(update={"finetune": lp.finetune.model_copy(update={"steps": 0})})
     assert "rope_yarn_ft" not in build_methods(no_ft) and "rope_yarn" in build_methods(no_ft)
     with pytest.raises(ValueError, match="already registered"):
@@ -172,8 +172,20 @@ def test_a_new_method_needs_one_registration(tiny_root, tiny_params, tmp_path, m
         "finetune": lp.finetune.model_copy(update={"steps": 0})})})
     run_stage("long_context", p, tmp_path)
     m = json.loads((tmp_path / "metrics" / "long_context.json").read_text())
-    names = ["truncation", "nbce", "retrieval", "retrieval_nbce", "rope_linear", "tail_only"]
+    names = ["truncation", "nbce", "retrieval", "retrieval_nbce", "rope_linear", "nbce_ref", "tail_only"]
     assert list(m["passkey"]) == names and list(m["kb_qa"]) == names
     assert set(m["passkey"]["tail_only"]) == {"96", "192"} and 0 <= m["kb_qa"]["tail_only"] <= 1
     assert "| `tail_only` |" in (tmp_path / "reports" / "long_context.md").read_text()
     assert "tail_only" in (tmp_path / "plots" / "long_context_passkey.csv").read_text()
+
+
+def test_kb_methods_must_name_methods_that_run(tiny_root, tiny_params, tmp_path):
+    """long_context.kb_methods limits KB-QA to some methods; a name the params do not switch on is a
+    params error before any work."""
+    from lmops.errors import ParamsError
+    from lmops.longctx.experiment import compare
+
+    lp = tiny_params.long_context.model_copy(update={"kb_methods": ["retrieval", "rope_dynamic"]})
+    with pytest.raises(ParamsError, match=r"kb_methods: \['rope_dynamic'\]"):
+        compare(lp, tiny_root / "models" / "base", tiny_root / "data" / "corpus", tmp_path / "index")
+    assert not (tmp_path / "index").exists()

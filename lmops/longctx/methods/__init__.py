@@ -2,7 +2,8 @@
 
 - `truncation`: keep the last tokens that fit the trained context (the baseline);
 - `rope`: the whole prompt through a RoPE-scaled model (`rope_<type>` and fine-tuned `rope_<type>_ft`);
-- `nbce`: NBCE over token chunks of the whole context;
+- `nbce`: NBCE over token chunks of the whole context (the simplified pooling rule);
+- `nbce_ref`: the same chunks under NBCE's reference rule (top-p entropy, stickiness eta, nucleus);
 - `retrieval`: the top-k chunks from LanceDB, best chunk nearest the question;
 - `retrieval_nbce`: NBCE over the top-k retrieved chunks.
 

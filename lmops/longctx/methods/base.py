@@ -8,6 +8,8 @@ from typing import Any, Protocol, runtime_checkable
 
 from lmops.longctx.suite import Item
 
+CONTEXT_MARK = "\u2063CONTEXT\u2063"  # stands for the context while a chat prompt is split around it
+
 
 @dataclass(frozen=True)
 class Context:
@@ -20,6 +22,7 @@ class Context:
     seed: int = 0
     threads: int = 1
     batch_size: int = 16  # passkey items come grouped by length, so batches pad little
+    chat: bool = False  # ask through the tokenizer's chat template (an instruct model)
 
     def ids(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -27,6 +30,28 @@ class Context:
     def budget(self) -> int:
         """Prompt tokens that fit the trained context with room for the answer."""
         return self.trained - self.max_new_tokens
+
+    def frame(self, item: Item) -> tuple[list[int], list[int]]:
+        """(head, tail): the tokens every method puts before and after an item's context. Plain: no
+        head, the QA text after. Chat: the template's opening before, and after it the question, the
+        instruction, the close of the user turn and the answer's lead opening the assistant turn."""
+        if not self.chat:
+            return [], self.ids(item.prompt)
+        from lmops.longctx.suite import answer_lead
+        from lmops.model.evaluate import chat_qa_prompt
+
+        text = chat_qa_prompt(self.tokenizer, CONTEXT_MARK, item.question, item.lead or answer_lead(item.question))
+        head, tail = text.split(CONTEXT_MARK)
+        return self.ids(head), self.ids(tail)
+
+    def room(self, item: Item) -> int:
+        """Context tokens that fit beside the item's frame and the answer."""
+        head, tail = self.frame(item)
+        return self.budget() - len(head) - len(tail)
+
+    def row(self, item: Item, context_ids: list[int]) -> list[int]:
+        head, tail = self.frame(item)
+        return head + list(context_ids) + tail
 
 
 @runtime_checkable

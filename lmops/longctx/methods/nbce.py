@@ -37,13 +37,14 @@ class NBCE(MethodBase):
     def chunks(self, it: Item) -> list[list[int]]:
         """Token chunks of the context, each leaving room for the prompt and the answer."""
         c = self.ctx
-        size = c.budget() - len(c.ids(it.prompt))
+        size = c.room(it)
         size = min(size, self.config.chunk_tokens) if self.config.chunk_tokens else size
         return chunk_ids(c.ids(it.context), ChunkConfig(size, min(self.config.overlap, size - 1), c.trained))
 
     def answer(self, items: list[Item]) -> list[str]:
         c = self.ctx
-        return [nbce_generate(c.model, c.tokenizer, self.chunks(it), it.prompt, self.decoding) for it in items]
+        return [nbce_generate(c.model, c.tokenizer, self.chunks(it), c.frame(it)[1], self.decoding, head=c.frame(it)[0])
+                for it in items]
 
 
 def make(lp: LongContextParams) -> NBCE:

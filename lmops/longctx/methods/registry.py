@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from lmops.longctx.methods import nbce, retrieval, retrieval_nbce, rope, truncation
+from lmops.longctx.methods import nbce, nbce_ref, retrieval, retrieval_nbce, rope, truncation
 from lmops.longctx.methods.base import Method
 from lmops.params import LongContextParams
 
@@ -18,6 +18,7 @@ METHODS: dict[str, Factory] = {
     "retrieval": retrieval.make,
     "retrieval_nbce": retrieval_nbce.make,
     **rope.variants(),  # rope_<type> and rope_<type>_ft for linear, dynamic (NTK) and yarn
+    "nbce_ref": nbce_ref.make,  # NBCE's reference rule (top-p entropy, stickiness, nucleus), beside `nbce`
 }
 
 

@@ -36,7 +36,7 @@ class Retrieval(MethodBase):
         rows = []
         for it in items:
             context = " ".join(reversed(self.retrieve(it)))  # best chunk last, next to the question
-            rows.append((c.ids(context) + c.ids(it.prompt))[-c.budget():])
+            rows.append(c.row(it, c.ids(context)[-c.room(it):]))
         return generate_rows(c.model, c.tokenizer, rows, c.max_new_tokens, c.batch_size)
 
 

@@ -31,7 +31,8 @@ class RetrievalNBCE(Retrieval):
 
     def answer(self, items: list[Item]) -> list[str]:
         c = self.ctx
-        return [nbce_generate(c.model, c.tokenizer, self.retrieve(it), it.prompt, self.decoding) for it in items]
+        return [nbce_generate(c.model, c.tokenizer, self.retrieve(it), c.frame(it)[1], self.decoding, head=c.frame(it)[0])
+                for it in items]
 
 
 def make(lp: LongContextParams) -> RetrievalNBCE:

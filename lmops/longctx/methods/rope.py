@@ -57,7 +57,7 @@ class RopeScaling(MethodBase):
 
     def answer(self, items: list[Item]) -> list[str]:
         c = self.ctx
-        rows = [c.ids(it.context) + c.ids(it.prompt) for it in items]
+        rows = [c.row(it, c.ids(it.context)) for it in items]
         return generate_rows(self.model, c.tokenizer, rows, c.max_new_tokens, c.batch_size)
 
     def perplexity_model(self):

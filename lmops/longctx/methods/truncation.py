@@ -1,4 +1,5 @@
-"""Truncation, the baseline: keep the last tokens that fit the trained context."""
+"""Truncation, the baseline: keep the last context tokens that fit the trained context beside the
+question (and a chat model's template)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ class Truncation(MethodBase):
 
     def answer(self, items: list[Item]) -> list[str]:
         c = self.ctx
-        rows = [(c.ids(it.context) + c.ids(it.prompt))[-c.budget():] for it in items]
+        rows = [c.row(it, c.ids(it.context)[-c.room(it):]) for it in items]  # the context's last tokens
         return generate_rows(c.model, c.tokenizer, rows, c.max_new_tokens, c.batch_size)
 
     def perplexity_model(self):
