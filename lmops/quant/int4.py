@@ -13,7 +13,8 @@ The conversion (documented here, tested in tests/quant/test_quant_kernels.py). l
     w = (q - z) * s                       q in 0..15, integer zero z in 0..15, s bf16
 the kernels compute
     w = (q - 8) * S + Z                   "float zero" convention (torchao ZeroPointDomain.FLOAT)
-so S = s and Z = (8 - z) * s, with the same codes q. In float32, Z is exact ((8 - z) has <= 4 bits, s 8).
+so S = s and Z = (8 - z) * s, with the same codes q. (A call with more than `KERNEL_MAX_ROWS` rows, a
+prefill, dequantizes once into one dense GEMM instead: these kernels are GEMVs, slow on many rows.) In float32, Z is exact ((8 - z) has <= 4 bits, s 8).
 The kernels take S, Z in the activation dtype: in bf16 Z is rounded for the few groups where (8 - z) * s
 needs more than 8 significant bits (about 1% of groups on random weights), so the remainder
 dZ = Z - bf16(Z) is kept in float32 and added as (per-group sums of x) @ dZ, a (M, groups) x (groups, N)
@@ -189,7 +190,18 @@ class Int4Linear(nn.Module):
     def dequantize(self) -> torch.Tensor:
         return dequantize_codes(unpack_nibbles(self.qweight), self.scale.float(), self.zero.float())
 
+    def dequantize_as(self, dtype: torch.dtype) -> torch.Tensor:
+        """The weight in `dtype` (one rounding of (q - z) * s), computed in `dtype` (fast, for prefills)."""
+        n, groups = self.scale.shape
+        q = unpack_nibbles(self.qweight).view(n, groups, self.group_size).to(dtype)
+        return ((q - self.zero.to(dtype)[..., None]) * self.scale.to(dtype)[..., None]).view(n, -1)
+
     def _matmul(self, x: torch.Tensor) -> torch.Tensor:
+        from lmops.quant.int8 import KERNEL_MAX_ROWS
+
+        rows = x.numel() // self.in_features
+        if rows > KERNEL_MAX_ROWS and x.dtype in (torch.bfloat16, torch.float16):  # a prefill: one dense GEMM
+            return nn.functional.linear(x, self.dequantize_as(x.dtype))
         if (not self._no_fast and x.dtype in (torch.bfloat16, torch.float16) and not x.requires_grad
                 and fast_int4_ok()):
             try:

@@ -55,6 +55,8 @@ def test_int4_codes_convert_exactly_into_the_fast_layout(method, monkeypatch):
     y = layer(x)
     assert y.dtype == torch.bfloat16 and not layer._no_fast and len(layer._fast) == 1
     assert (y.float() - expect).abs().max() < 0.01 * scale
+    x_long = torch.randn(40, 128, dtype=torch.bfloat16)  # a prefill: one dense GEMM of the dequantized weight
+    assert (layer(x_long).float() - x_long.float() @ ref_w.T).abs().max() < 0.02 * scale
     # bf16 cannot hold every Z = (8 - z) s: the float32 remainder makes up the difference
     _, rest = float_zero_params(layer.scale, layer.zero, torch.bfloat16)
     plain = copy.deepcopy(layer)
@@ -73,7 +75,8 @@ def test_int8_linear_runs_int8_kernels_and_matches_reference(monkeypatch):
     ref = (x.float() @ w8.dequantize().T + dense.bias.detach()).to(torch.bfloat16)
     assert (w8(x).float() - ref.float()).abs().max() < 0.02 * ref.float().abs().max()
     monkeypatch.setattr(Int8Linear, "dequantize", _no_dequantize)
-    w8(x)  # the bf16 path goes through _weight_int8pack_mm (or records why it could not)
+    step = x[:, :1]  # decode: a few rows go through _weight_int8pack_mm (or record why it could not)
+    assert (w8(step).float() - ref[:, :1].float()).abs().max() < 0.02 * ref.float().abs().max()
     assert w8._fallback <= {"int8pack"}
     monkeypatch.undo()
     # W8A8: every int8 x int8 kernel computes the same integer sums as exact float emulation
@@ -100,7 +103,7 @@ def test_tied_embedding_and_lm_head_quantized_once(bits, tiny_model, tmp_path):
 
     model, tok = tiny_model
     base = copy.deepcopy(model).eval()
-    config = Int8WeightConfig() if bits == 8 else Int4WeightConfig(group_size=16)
+    config = Int8WeightConfig() if bits == 8 else Int4WeightConfig(group_size=16, embedding_bits=4)
     q = quantize_(copy.deepcopy(model), config)
     emb, head = q.get_input_embeddings(), q.get_output_embeddings()
     assert "Embedding" in type(emb).__name__ and emb.qweight.data_ptr() == head.qweight.data_ptr()

@@ -109,7 +109,7 @@ def test_every_scheme_reloads_low_bit_and_generates(quant_run, quant_root):
         assert loaded[name]["kinds"] == ["Int8Linear:torch.int8"], (name, loaded[name])
         assert loaded[name]["embedding"] == "Int8Embedding", (name, loaded[name])
     assert loaded["w8a8_smoothquant"]["kinds"] == ["Int8Linear:torch.int8:w8a8"]
-    assert loaded["w4_rtn"]["embedding"] == "Int4Embedding"
+    assert loaded["w4_rtn"]["embedding"] == "Int8Embedding"
     for name in ("bnb_nf4", "bnb_nf4_dq", "qlora_nf4"):
         assert loaded[name]["kinds"] == ["Params4bit:torch.uint8"], (name, loaded[name])
         assert loaded[name]["float_linears"] == [], (name, loaded[name])  # every linear is 4-bit: none skipped
