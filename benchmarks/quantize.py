@@ -87,7 +87,7 @@ def kv_at_context(root: Path, m: dict, context: int) -> list[tuple[str, str, str
     return [(f"(info) int8 KV cache alone at {context} tokens: w8 -> w8_kv8", f"{-cut:+.1%}", "<= -15%", None)]
 
 
-KERNEL_SCHEMES = ["fp32", "bf16", "w8", "w8_kv8", "kv8", "w8a8_smoothquant", "w4_rtn"]
+KERNEL_SCHEMES = ["fp32", "bf16", "w8", "w8_kv8", "kv8", "w8a8_smoothquant", "w4_rtn", "w4_rtn_e4"]
 
 
 def memory_bandwidth(mib: int = 512, repeats: int = 5) -> dict[str, float]:
@@ -106,6 +106,24 @@ def memory_bandwidth(mib: int = 512, repeats: int = 5) -> dict[str, float]:
         b.copy_(a)
         best["copy"] = max(best["copy"], 2 * a.nbytes / (time.perf_counter() - t) / 1e9)
     return {k: round(v, 2) for k, v in best.items()}
+
+
+MATMUL_OPS = ("aten::mm", "aten::addmm", "aten::_weight_int8pack_mm", "aten::_weight_int4pack_mm_for_cpu",
+              "aten::_weight_int4pack_mm", "onednn::qlinear_pointwise", "aten::_int_mm")
+
+
+def matmul_ms_per_token(model, kv, prompt, tokens: int = 8) -> float:
+    """Self time of the weight matmul kernels per decoded token (torch.profiler, after the timed runs):
+    what the kernels cost, apart from the framework's per-token work around them."""
+    from torch.profiler import profile
+
+    from lmops.quant.evaluate import _timed_decode
+    from lmops.quant.kv import generate_kwargs
+
+    with profile() as prof:
+        _timed_decode(model, prompt, tokens, generate_kwargs(kv))
+    us = sum(e.self_cpu_time_total for e in prof.key_averages() if e.key in MATMUL_OPS)
+    return us / 1e3 / tokens
 
 
 def _english_ids(tokenizer, path: Path, n: int) -> list[int]:
@@ -153,7 +171,8 @@ def kernel_bench(model_dir: Path, names: list[str], qp, args) -> dict:
     from lmops.quant.kv import generate_kwargs, kv_bytes_filled, native_context, new_cache, window_perplexity
 
     torch.set_num_threads(args.threads)
-    res: dict = {"model": str(model_dir), "threads": args.threads, "context_tokens": qp.context_tokens, "schemes": {}}
+    res: dict = {"model": str(model_dir), "threads": args.threads, "context_tokens": qp.context_tokens, "schemes": {},
+                 "load_average_start": [round(x, 2) for x in os.getloadavg()]}
     with tempfile.TemporaryDirectory() as tmp:
         build_s = build_variants(model_dir, names, Path(tmp), qp, Path(args.calibration))
         loaded = {}
@@ -194,12 +213,15 @@ def kernel_bench(model_dir: Path, names: list[str], qp, args) -> dict:
                                            _timed_decode(model, prompt, args.decode_tokens, generate_kwargs(kv)))
                 best[name]["prefill"] = max(best[name]["prefill"], prefill(model, kv))
             print(f"speed round {r + 1}/{args.repeats} done", flush=True)
+        for name, (model, kv, _) in loaded.items():
+            res["schemes"][name]["matmul_ms_per_token"] = round(matmul_ms_per_token(model, kv, prompt), 2)
         bw = res["bandwidth_gbs"]["read"] * 1e9
         for name, row in res["schemes"].items():
             row["decode_tok_s"] = round(best[name]["decode"], 2)
             row["prefill_tok_s"] = round(best[name]["prefill"], 1)
             row["bandwidth_limit_tok_s"] = round(bw / row["bytes_per_token"], 2)
             row["bandwidth_fraction"] = round(row["decode_tok_s"] / row["bandwidth_limit_tok_s"], 3)
+            row["matmul_bandwidth_fraction"] = round(1e3 / row["matmul_ms_per_token"] / row["bandwidth_limit_tok_s"], 3)
     res["load_average"] = [round(x, 2) for x in os.getloadavg()]
     return res
 
@@ -208,10 +230,12 @@ def kernel_table(res: dict) -> str:
     s = res["schemes"]
     full = next(iter(s.values()))["full_context_tokens"]
     lines = [f"model {res['model']}, {res['threads']} threads, memory bandwidth {res['bandwidth_gbs']['read']} GB/s "
-             f"read / {res['bandwidth_gbs']['copy']} GB/s copy, load average {res['load_average']}", "",
+             f"read / {res['bandwidth_gbs']['copy']} GB/s copy, load average {res['load_average_start']} at start, "
+             f"{res['load_average']} at end", "",
              f"| variant | weight MB | KV MB @{res['context_tokens']} | total MB | KV MB @{full} "
              f"| total MB @{full} | ppl | decode tok/s | vs fp32 | vs bf16 | prefill tok/s | vs fp32 | vs bf16 "
-             f"| MB read/token | BW limit tok/s | of limit |", "|---|" + "---:|" * 15]
+             f"| MB read/token | BW limit tok/s | of limit | matmul ms/token | matmuls alone: of limit |",
+             "|---|" + "---:|" * 17]
 
     def ratio(m, key, ref):
         return f"{m[key] / s[ref][key]:.2f}x" if ref in s else "-"
@@ -222,7 +246,8 @@ def kernel_table(res: dict) -> str:
                      f"| {m['decode_tok_s']:.1f} | {ratio(m, 'decode_tok_s', 'fp32')} | {ratio(m, 'decode_tok_s', 'bf16')} "
                      f"| {m['prefill_tok_s']:.0f} | {ratio(m, 'prefill_tok_s', 'fp32')} | {ratio(m, 'prefill_tok_s', 'bf16')} "
                      f"| {m['bytes_per_token'] / 1e6:.1f} | {m['bandwidth_limit_tok_s']:.1f} "
-                     f"| {m['bandwidth_fraction']:.0%} |")
+                     f"| {m['bandwidth_fraction']:.0%} | {m['matmul_ms_per_token']:.1f} "
+                     f"| {m['matmul_bandwidth_fraction']:.0%} |")
     return "\n".join(lines)
 
 

@@ -44,18 +44,23 @@ def quantize_embeddings(model, bits: int, group_size: int = 64) -> dict | None:
     if head is not None and not isinstance(head, torch.nn.Linear):
         raise QuantError(f"{head_name} is a {type(head).__name__}, not a linear layer: cannot quantize it")
     meta = {"bits": bits, "group_size": group_size if bits == 4 else 0, "input": emb_name, "output": head_name,
-            "tied": tied, "num": num, "dim": dim, "head_bias": head is not None and head.bias is not None}
+            "tied": tied, "num": num, "dim": dim, "head_bias": head is not None and head.bias is not None,
+            "col_scale": bits == 8}
     with torch.no_grad():
         if bits == 8:
-            from lmops.quant.int8 import Int8Embedding, Int8Linear, quantize_per_channel
+            from lmops.quant.int8 import Int8Embedding, Int8Linear, quantize_table
 
-            new_emb = Int8Embedding(num, dim)
-            new_emb.qweight, new_emb.scale = quantize_per_channel(emb.weight)
-            new_emb.scale = new_emb.scale.to(emb.weight.dtype)
+            new_emb = Int8Embedding(num, dim, col_scale=True)
+            q, s, c = quantize_table(emb.weight)
+            new_emb.qweight, new_emb.scale, new_emb.col_scale = q, s.to(emb.weight.dtype), c.to(emb.weight.dtype)
             if head is not None:
-                new_head = Int8Linear.from_float(head)
-                if tied:
-                    new_head.qweight, new_head.scale = new_emb.qweight, new_emb.scale
+                if tied:  # one table: the head's buffers are the embedding's
+                    new_head = Int8Linear(dim, num, bias=head.bias is not None, col_scale=True)
+                    new_head.qweight, new_head.scale, new_head.col_scale = new_emb.qweight, new_emb.scale, new_emb.col_scale
+                    if head.bias is not None:
+                        new_head.bias.data.copy_(head.bias.detach().float())
+                else:
+                    new_head = Int8Linear.from_float(head)
         else:
             from lmops.quant.int4 import Int4Embedding, Int4Linear, pack_nibbles, rtn
 
@@ -91,7 +96,9 @@ def rebuild_embeddings(model, meta: dict) -> None:
     if bits == 8:
         from lmops.quant.int8 import Int8Embedding, Int8Linear
 
-        emb, head = Int8Embedding(num, dim), Int8Linear(dim, num, bias=meta["head_bias"])
+        col = meta.get("col_scale", False)
+        emb = Int8Embedding(num, dim, col_scale=col)
+        head = Int8Linear(dim, num, bias=meta["head_bias"], col_scale=col and meta["tied"])
     else:
         from lmops.quant.int4 import Int4Embedding, Int4Linear
 

@@ -37,6 +37,18 @@ def quantize_per_channel(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return q, scale
 
 
+def quantize_table(w: torch.Tensor, alpha: float = 1.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """An embedding table (rows, dim) as int8 codes with a per-row scale s and a per-column scale c =
+    max|column|^alpha (bf16): w = q * s[:, None] * c[None, :]. The column scale evens out the hidden
+    dimensions whose values are far larger than the rest, which per-row scales alone round coarsely
+    (SmolLM2-135M, 1,024 held-out tokens, table alone int8: perplexity 24.769 per row, 24.686 with
+    c = max|column|, float 24.721). The LM head applies c to its input, the lookup to its rows."""
+    w = w.detach().float()
+    c = (w.abs().amax(0) ** alpha).clamp(min=1e-8).to(SCALE_DTYPE)
+    q, s = quantize_per_channel(w / c.float()[None, :])
+    return q, s, c
+
+
 def quantize_per_token(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Dynamic symmetric int8 of each row of `x` (M, K): codes (M, K) int8, float32 scales (M, 1)."""
     xf = x.float()
@@ -52,11 +64,14 @@ def _onednn_ok() -> bool:
 class Int8Linear(nn.Module):
     """A linear layer of int8 codes `qweight` (out, in) and bf16 `scale` (out,); see the module doc."""
 
-    def __init__(self, in_features: int, out_features: int, bias: bool = False, act_quant: bool = False):
+    def __init__(self, in_features: int, out_features: int, bias: bool = False, act_quant: bool = False,
+                 col_scale: bool = False):
         super().__init__()
         self.in_features, self.out_features, self.act_quant = in_features, out_features, act_quant
         self.register_buffer("qweight", torch.zeros(out_features, in_features, dtype=torch.int8))
         self.register_buffer("scale", torch.ones(out_features, dtype=SCALE_DTYPE))
+        # optional per-input-column scale c: weight = qweight * scale[:, None] * c[None, :], applied to x
+        self.col_scale = nn.Buffer(torch.ones(in_features, dtype=SCALE_DTYPE)) if col_scale else None
         self.bias = nn.Parameter(torch.zeros(out_features), requires_grad=False) if bias else None
         self._cache: dict = {}  # derived, never saved: scales per dtype, the oneDNN-packed weight
         self._fallback: set[str] = set()  # kernels that failed here once
@@ -76,7 +91,8 @@ class Int8Linear(nn.Module):
         return super()._apply(fn, recurse)
 
     def dequantize(self) -> torch.Tensor:
-        return self.qweight.float() * self.scale.float()[:, None]
+        w = self.qweight.float() * self.scale.float()[:, None]
+        return w if self.col_scale is None else w * self.col_scale.float()[None, :]
 
     def _scale_as(self, dtype) -> torch.Tensor:
         key = ("scale", dtype)
@@ -119,6 +135,8 @@ class Int8Linear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x2 = x.reshape(-1, self.in_features)
+        if self.col_scale is not None:
+            x2 = x2 * self.col_scale.to(x2.dtype)
         if self.act_quant:
             xq, xs = quantize_per_token(x2)
             y = (self._int8_gemm(xq) * xs * self.scale.float()).to(x.dtype)
@@ -129,21 +147,26 @@ class Int8Linear(nn.Module):
         return y.reshape(*x.shape[:-1], self.out_features)
 
     def extra_repr(self) -> str:
-        return f"in={self.in_features}, out={self.out_features}, act_quant={self.act_quant}"
+        col = ", col_scale" if self.col_scale is not None else ""
+        return f"in={self.in_features}, out={self.out_features}, act_quant={self.act_quant}{col}"
 
 
 class Int8Embedding(nn.Module):
     """An embedding table of int8 codes (num, dim) and one bf16 scale per row, rows dequantized on lookup.
     With a tied LM head, `qweight`/`scale` are the very tensors of that head's `Int8Linear`."""
 
-    def __init__(self, num_embeddings: int, embedding_dim: int, padding_idx: int | None = None):
+    def __init__(self, num_embeddings: int, embedding_dim: int, col_scale: bool = False):
         super().__init__()
-        self.num_embeddings, self.embedding_dim, self.padding_idx = num_embeddings, embedding_dim, padding_idx
+        self.num_embeddings, self.embedding_dim = num_embeddings, embedding_dim
         self.register_buffer("qweight", torch.zeros(num_embeddings, embedding_dim, dtype=torch.int8))
         self.register_buffer("scale", torch.ones(num_embeddings, dtype=SCALE_DTYPE))
+        self.col_scale = nn.Buffer(torch.ones(embedding_dim, dtype=SCALE_DTYPE)) if col_scale else None
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        return (self.qweight[ids].float() * self.scale[ids].float()[..., None]).to(self.scale.dtype)
+        rows = self.qweight[ids].float() * self.scale[ids].float()[..., None]
+        if self.col_scale is not None:
+            rows = rows * self.col_scale.float()
+        return rows.to(self.scale.dtype)
 
     def extra_repr(self) -> str:
         return f"{self.num_embeddings}, {self.embedding_dim}, int8"

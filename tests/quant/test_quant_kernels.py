@@ -107,6 +107,10 @@ def test_tied_embedding_and_lm_head_quantized_once(bits, tiny_model, tmp_path):
     q = quantize_(copy.deepcopy(model), config)
     emb, head = q.get_input_embeddings(), q.get_output_embeddings()
     assert "Embedding" in type(emb).__name__ and emb.qweight.data_ptr() == head.qweight.data_ptr()
+    with torch.no_grad():  # the lookup and the head read one table (int8: per-row and per-column scales)
+        rows = emb(torch.arange(model.config.vocab_size)).float()
+        assert (rows - head.dequantize()).abs().max() <= 2e-2 * rows.abs().max()
+        assert (rows - model.get_input_embeddings().weight.float()).abs().max() < 0.1 * rows.abs().max()
     ids = torch.randint(0, model.config.vocab_size, (1, 12))
     with torch.no_grad():
         ref, out = base(input_ids=ids).logits, q(input_ids=ids).logits.float()
