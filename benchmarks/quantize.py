@@ -179,14 +179,14 @@ def kernel_bench(model_dir: Path, names: list[str], qp, args) -> dict:
         for name in names:
             model, tok, meta = load_variant(Path(tmp) / name)
             kv = KVCacheConfig(**meta["kv"]) if meta.get("kv") else None
-            ids = _english_ids(tok, Path(args.text), args.ppl_tokens)
+            ids = _english_ids(tok, Path(args.text), max(args.ppl_tokens, args.prefill_tokens, args.prompt_tokens))
             full = native_context(model)
             w = saved_weight_bytes(Path(tmp) / name)
             decode_ctx = args.prompt_tokens + args.decode_tokens // 2  # mean context while decoding
             row = {"weight_bytes": w, "kv_bytes": kv_bytes_filled(model, kv, qp.context_tokens, qp.kv_chunk),
                    "full_context_tokens": full, "kv_bytes_full": kv_bytes_filled(model, kv, full, qp.kv_chunk),
                    "bytes_per_token": w + kv_bytes_filled(model, kv, decode_ctx, 1),
-                   "perplexity": round(window_perplexity(model, ids, qp.max_length, kv, qp.kv_chunk), 4)
+                   "perplexity": round(window_perplexity(model, ids[:args.ppl_tokens], qp.max_length, kv, qp.kv_chunk), 4)
                    if args.ppl_tokens else None,
                    "build_seconds": round(build_s[name], 1)}
             row["total_bytes"] = w + row["kv_bytes"]
