@@ -13,7 +13,8 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 
 
 def target_linears(model: nn.Module) -> dict[str, nn.Linear]:
-    """Every nn.Linear except the LM head, which is tied to the embedding and stays in float."""
+    """Every nn.Linear except the LM head, which goes with the (often tied) input embedding: the weight-only
+    methods quantize the pair together (`embedding_bits`, `lmops.quant.embedding`)."""
     found = {name: m for name, m in model.named_modules()
              if isinstance(m, nn.Linear) and not name.endswith("lm_head")}
     if not found:

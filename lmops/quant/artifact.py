@@ -97,6 +97,10 @@ def load_variant(model_dir: str | Path):
         raise InputError(f"quantized model {model_dir} could not be loaded: {err}") from None
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
+    if meta.get("kv"):  # the variant's KV-cache setting travels with the model (serving reads it)
+        from lmops.quant.config import KVCacheConfig
+
+        model.lmops_kv = KVCacheConfig(**meta["kv"])
     return model.eval(), tokenizer, meta
 
 

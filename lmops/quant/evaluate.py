@@ -9,20 +9,21 @@ from pathlib import Path
 from lmops.quant.config import KVCacheConfig
 
 METRIC_KEYS = ("weight_bytes", "kv_bytes", "total_bytes", "perplexity", "ood_perplexity", "kb_qa_exact_match",
-               "tokens_per_s", "quantize_seconds", "float_embedding_bytes", "float_embedding_share")
+               "tokens_per_s", "quantize_seconds", "float_embedding_bytes", "float_embedding_share",
+               "full_context_tokens", "kv_bytes_full", "total_bytes_full")
 
 log = logging.getLogger(__name__)
 
 
 def float_embedding(model, weight_bytes: int, scheme: str = "") -> tuple[int, float]:
-    """(bytes, share of `weight_bytes`) of the input embedding when it stays in floating point. No
-    scheme quantizes it, and with tied embeddings it is the LM head too: on a small model with a large
-    vocabulary (SmolLM2-135M: 49,152 x 576, a fifth of the weights) it bounds what any scheme saves, so
-    each variant says so in a log line and in its report."""
+    """(bytes, share of `weight_bytes`) of the input embedding when it stays in floating point (0, 0.0
+    when the scheme quantized it: `embedding_bits` of the weight-only methods). With tied embeddings it
+    is the LM head too: on a small model with a large vocabulary (SmolLM2-135M: 49,152 x 576, a fifth of
+    the weights) a float one bounds what a scheme saves, so each variant says so in a log line."""
     from lmops.quant.artifact import tensor_bytes
 
-    weight = model.get_input_embeddings().weight
-    if not weight.dtype.is_floating_point:
+    weight = getattr(model.get_input_embeddings(), "weight", None)
+    if weight is None or not weight.dtype.is_floating_point:
         return 0, 0.0
     n = tensor_bytes(weight)
     share = n / max(1, weight_bytes)
@@ -94,7 +95,7 @@ def evaluate_variant(model_dir: Path, data: EvalData, qp, quantize_seconds: floa
     """Every metric but `tokens_per_s` (timed for all variants together, see `decode_speeds`)."""
     from lmops.model.evaluate import exact_match, generate_answers
     from lmops.quant.artifact import load_variant, saved_weight_bytes
-    from lmops.quant.kv import generate_kwargs, kv_bytes, window_perplexity
+    from lmops.quant.kv import generate_kwargs, kv_bytes, kv_bytes_filled, native_context, window_perplexity
 
     model, tokenizer, meta = load_variant(model_dir)
     kv = KVCacheConfig(**meta["kv"]) if meta.get("kv") else None
@@ -103,6 +104,8 @@ def evaluate_variant(model_dir: Path, data: EvalData, qp, quantize_seconds: floa
     weight_bytes = saved_weight_bytes(model_dir)
     emb_bytes, emb_share = float_embedding(model, weight_bytes, model_dir.name)
     cache = kv_bytes(model, kv, qp.context_tokens, qp.kv_chunk, len(tokenizer))
+    full = native_context(model)
+    cache_full = kv_bytes_filled(model, kv, full, qp.kv_chunk)
     return {
         "weight_bytes": weight_bytes,
         "kv_bytes": cache,
@@ -114,4 +117,7 @@ def evaluate_variant(model_dir: Path, data: EvalData, qp, quantize_seconds: floa
         "quantize_seconds": round(quantize_seconds, 3),
         "float_embedding_bytes": emb_bytes,
         "float_embedding_share": emb_share,
+        "full_context_tokens": full,  # the model's native context (max_position_embeddings)
+        "kv_bytes_full": cache_full,
+        "total_bytes_full": weight_bytes + cache_full,
     }

@@ -113,6 +113,46 @@ def cache_bytes(cache) -> int:
     return total
 
 
+def native_context(model, default: int = 2048) -> int:
+    """The model's full native context (config `max_position_embeddings`; 8,192 for SmolLM2)."""
+    return int(getattr(model.config, "max_position_embeddings", 0) or default)
+
+
+def kv_bytes_filled(model, kv: KVCacheConfig | None, context: int, chunk: int) -> int:
+    """Cache bytes after `context` tokens (batch 1), measured on a real cache of the model's shape
+    (layers, KV heads, head dim, float dtype) filled through `cache.update` with random keys/values,
+    with no forward pass, so a full native context (8,192 tokens) costs seconds. The blocks are those a
+    `chunk`-token prefill leaves (first chunk, then the rest; a partial last chunk stays in the
+    residual), so the figure equals `kv_bytes` at the same context (tested): cache bytes do not depend
+    on the values."""
+    import torch
+
+    cfg = model.config
+    heads = cfg.num_attention_heads
+    kv_heads = getattr(cfg, "num_key_value_heads", None) or heads
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // heads
+    dtype = next(p.dtype for p in model.parameters() if p.is_floating_point())
+    cache = new_cache(model, kv)
+    gen = torch.Generator().manual_seed(0)
+    first = min(chunk, context)
+    middle = (context - first) // chunk * chunk
+    with torch.no_grad():
+        for n in [first, middle, context - first - middle]:
+            if n <= 0:
+                continue
+            for layer in range(cfg.num_hidden_layers):
+                k, v = (torch.randn(1, kv_heads, n, head_dim, generator=gen).to(dtype) for _ in range(2))
+                cache.update(k, v, layer)
+    return cache_bytes(cache)
+
+
+def cache_args(model) -> dict:
+    """`model.generate()` arguments for a loaded variant: a fresh quantized cache when its quant.json
+    names a KV setting (`load_variant` records it on the model), else none. Used by serving."""
+    kv = getattr(model, "lmops_kv", None)
+    return {"past_key_values": new_cache(model, kv)} if kv is not None else {}
+
+
 def kv_bytes(model, kv: KVCacheConfig | None, context: int, chunk: int, vocab: int) -> int:
     """Cache bytes after `context` tokens (batch 1) have been prefilled in `chunk`-token steps."""
     import torch

@@ -24,23 +24,28 @@ def plot_rows(metrics: dict) -> list[dict]:
 def markdown_table(metrics: dict) -> str:
     base = metrics["schemes"][metrics["baseline"]]
     front = set(pareto(metrics))
-    head = ("| scheme | weights KiB | KV KiB | total KiB | total vs base | perplexity | ppl vs base | OOD ppl "
-            "| KB-QA EM | tokens/s | quantize s |\n|---|" + "---:|" * 10 + "\n")
+    full = base.get("full_context_tokens")
+    head = ("| scheme | weights KiB | KV KiB | total KiB | total vs base | "
+            + (f"KV KiB @{full} | total KiB @{full} | total vs base @{full} | " if full else "")
+            + "perplexity | ppl vs base | OOD ppl | KB-QA EM | tokens/s | quantize s |\n|---|"
+            + "---:|" * (13 if full else 10) + "\n")
     rows = []
     for name, m in metrics["schemes"].items():
         mark = " *" if name in front else ""
         rows.append(f"| `{name}`{mark} | {m['weight_bytes'] / 1024:.1f} | {m['kv_bytes'] / 1024:.1f} | "
                     f"{m['total_bytes'] / 1024:.1f} | {m['total_bytes'] / base['total_bytes'] - 1:+.1%} | "
-                    f"{m['perplexity']:.3f} | {m['perplexity'] / base['perplexity'] - 1:+.2%} | "
+                    + (f"{m['kv_bytes_full'] / 1024:.1f} | {m['total_bytes_full'] / 1024:.1f} | "
+                       f"{m['total_bytes_full'] / base['total_bytes_full'] - 1:+.1%} | " if full else "")
+                    + f"{m['perplexity']:.3f} | {m['perplexity'] / base['perplexity'] - 1:+.2%} | "
                     f"{m['ood_perplexity']:.2f} | {m['kb_qa_exact_match']:.1%} | {m['tokens_per_s']:.1f} | "
                     f"{m['quantize_seconds']:.1f} |")
     emb = max((m.get("float_embedding_share", 0.0) for m in metrics["schemes"].values()), default=0.0)
-    note = (f"\nNo scheme quantizes the input embedding (tied to the LM head when the model ties them): it stays "
-            f"in floating point, up to {emb:.0%} of a variant's weight bytes (`float_embedding_share`).\n"
+    note = (f"\nWhere a scheme leaves the input embedding (tied to the LM head when the model ties them) in floating "
+            f"point, it is up to {emb:.0%} of a variant's weight bytes (`float_embedding_share`).\n"
             if emb else "")
     return (f"# Quantization grid\n\nBaseline `{metrics['baseline']}`; KV bytes at {metrics['context_tokens']} "
-            f"tokens (batch 1); `*` = on the memory/perplexity Pareto frontier.\n\n" + head + "\n".join(rows) + "\n"
-            + note)
+            f"tokens (batch 1)" + (f" and at the model's full context, {full} tokens" if full else "")
+            + "; `*` = on the memory/perplexity Pareto frontier.\n\n" + head + "\n".join(rows) + "\n" + note)
 
 
 def frontier_plot(metrics: dict, path: Path) -> None:

@@ -324,10 +324,15 @@ def generate(loaded: Loaded, jobs: list[Job]) -> list[Result]:
 
         sampling["streamer"] = RowStreamer(tok, jobs, loaded.version)
     enc = enc.to(model.device)
+    cache = {}
+    if getattr(model, "lmops_kv", None) is not None:  # a quantized variant with an int8/int4 KV cache
+        from lmops.quant.kv import cache_args
+
+        cache = cache_args(model)
     with torch.no_grad():
         out = model.generate(**enc, max_new_tokens=max_new, pad_token_id=tok.pad_token_id,
                              output_scores=True, return_dict_in_generate=True,
-                             stopping_criteria=StoppingCriteriaList([stopper]), **sampling)
+                             stopping_criteria=StoppingCriteriaList([stopper]), **sampling, **cache)
         # (B, new) log-prob of each chosen token under the (unwarped) model distribution
         scores = model.compute_transition_scores(out.sequences, out.scores, normalize_logits=True)
     new_ids = out.sequences[:, enc["input_ids"].shape[1]:]

@@ -73,8 +73,8 @@ def test_real_model_import_quantize_chat_and_stream(real_model_dir, tmp_path):
     w8_ppl = english_perplexity(w8, tok, english, 256, 512)
     assert base_ppl < 60 and abs(w8_ppl / base_ppl - 1) < 0.05, (base_ppl, w8_ppl)
     print(f"english perplexity: float {base_ppl}, w8 {w8_ppl}")
-    n, share = float_embedding(w8, 135_000_000, "w8")  # the tied 49,152 x 576 embedding stays float
-    assert n == 49152 * 576 * 2 and share > 0.2  # w8 keeps the rest of the model in bf16
+    n, share = float_embedding(w8, 135_000_000, "w8")  # the tied 49,152 x 576 embedding is int8 too
+    assert n == 0 and share == 0.0 and w8.lm_head.qweight.data_ptr() == w8.model.embed_tokens.qweight.data_ptr()
     del model, w8
 
     root = tmp_path / "proj"

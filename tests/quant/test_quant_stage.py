@@ -25,6 +25,7 @@ import json, sys, torch
 from lmops.quant.artifact import load_variant
 from lmops.quant.config import KVCacheConfig
 from lmops.quant.int4 import Int4Linear
+from lmops.quant.int8 import Int8Linear
 from lmops.quant.kv import decode_args, generate_kwargs
 out = {}
 for d in sys.argv[1:]:
@@ -34,8 +35,12 @@ for d in sys.argv[1:]:
         if type(m) is torch.nn.Linear and not n.endswith("lm_head") and ".lora_" not in n:
             float_linears.append(n)
         w = getattr(m, "weight", None)
+        if n.endswith("lm_head"):
+            continue
         if isinstance(m, Int4Linear):
             kinds.add(str(m.qweight.dtype))
+        elif isinstance(m, Int8Linear):
+            kinds.add("Int8Linear:" + str(m.qweight.dtype) + (":w8a8" if m.act_quant else ""))
         elif w is not None and type(w).__name__ in ("Int8Tensor", "Params4bit", "Int8Params"):
             kinds.add(type(w).__name__ + ":" + str(getattr(w, "qdata", w).dtype))
     kv = KVCacheConfig(**meta["kv"]) if meta.get("kv") else None
@@ -44,7 +49,8 @@ for d in sys.argv[1:]:
                          **decode_args(model, generate_kwargs(kv)))
     out[meta["scheme"]] = {"kinds": sorted(kinds), "new_tokens": gen.shape[1] - ids.shape[1],
                            "float_linears": float_linears,
-                           "float_dtype": str(model.get_input_embeddings().weight.dtype)}
+                           "float_dtype": str(getattr(getattr(model.get_input_embeddings(), "weight", None), "dtype", "quantized")),
+                           "embedding": type(model.get_input_embeddings()).__name__}
 print(json.dumps(out))
 """
 
@@ -99,8 +105,11 @@ def test_every_scheme_reloads_low_bit_and_generates(quant_run, quant_root):
     assert all(v["new_tokens"] == 3 for v in loaded.values())
     for name in ("w4_rtn", "w4_gptq", "qat_w4", "qat_lora_w4"):
         assert loaded[name]["kinds"] == ["torch.uint8"], (name, loaded[name])
-    for name in ("w8", "w8_kv8", "w8a8_smoothquant"):
-        assert loaded[name]["kinds"] == ["Int8Tensor:torch.int8"], (name, loaded[name])
+    for name in ("w8", "w8_kv8"):
+        assert loaded[name]["kinds"] == ["Int8Linear:torch.int8"], (name, loaded[name])
+        assert loaded[name]["embedding"] == "Int8Embedding", (name, loaded[name])
+    assert loaded["w8a8_smoothquant"]["kinds"] == ["Int8Linear:torch.int8:w8a8"]
+    assert loaded["w4_rtn"]["embedding"] == "Int8Embedding"
     for name in ("bnb_nf4", "bnb_nf4_dq", "qlora_nf4"):
         assert loaded[name]["kinds"] == ["Params4bit:torch.uint8"], (name, loaded[name])
         assert loaded[name]["float_linears"] == [], (name, loaded[name])  # every linear is 4-bit: none skipped

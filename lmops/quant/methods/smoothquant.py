@@ -1,5 +1,6 @@
-"""W8A8 SmoothQuant: int8 weights (per channel) and dynamic per-token int8 activations (torchao's
-`Int8DynamicActivationInt8WeightConfig`), after moving activation outliers into the weights with scales
+"""W8A8 SmoothQuant: int8 weights (per channel) and dynamic per-token int8 activations (the math of
+torchao's `Int8DynamicActivationInt8WeightConfig`, run as int8 x int8 by `lmops.quant.int8.Int8Linear`
+on oneDNN's VNNI/AMX kernel), after moving activation outliers into the weights with scales
 s_j = max|X_j|^a / max|W_j|^(1-a). Calibration and scale folding are done here: torchao's prototype
 folds nothing into RMSNorm, which is what makes the smoothing free at inference."""
 from __future__ import annotations
@@ -7,7 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from lmops.quant.config import QuantError
-from lmops.quant.method import QuantMethod, scheme
+from lmops.quant.method import scheme
+from lmops.quant.methods.int4 import Int4Storage
 from lmops.quant.registry import register_method
 
 
@@ -15,10 +17,14 @@ from lmops.quant.registry import register_method
 class SmoothQuantConfig:
     """W8A8 after SmoothQuant scaling with migration strength `alpha`."""
     alpha: float = 0.5
+    embedding_bits: int = 8  # the embedding / LM head (weight-only int8; 0 = float)
 
     def __post_init__(self):
+        from lmops.quant.embedding import check_embedding_bits
+
         if not 0 <= self.alpha <= 1:
             raise QuantError(f"SmoothQuant alpha must be in [0, 1], got {self.alpha}")
+        check_embedding_bits(self.embedding_bits)
 
 
 # (module that produces the input, the linears reading it) for LLaMA-family blocks. A norm absorbs
@@ -68,19 +74,18 @@ def smooth_(model, calib: list, alpha: float) -> int:
     return len(pairs)
 
 
-class SmoothQuant(QuantMethod):
+class SmoothQuant(Int4Storage):
     name = "smoothquant"
     schemes = {"w8a8_smoothquant": scheme()}
 
     def apply(self, model, config: SmoothQuantConfig, calib):
-        from torchao.quantization import Int8DynamicActivationInt8WeightConfig
-
-        from lmops.quant.api import target_linears, torchao_int8
+        from lmops.quant.api import target_linears
+        from lmops.quant.methods.int8 import int8_linears
 
         target_linears(model)  # fail early on a model with nothing to quantize
         model.float()
         smooth_(model, calib, config.alpha)
-        return torchao_int8(model, Int8DynamicActivationInt8WeightConfig())
+        return self.quantize_embeddings(int8_linears(model, act_quant=True), config.embedding_bits, 64)
 
 
 register_method(SmoothQuantConfig, SmoothQuant())
