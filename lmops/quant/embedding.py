@@ -62,14 +62,14 @@ def quantize_embeddings(model, bits: int, group_size: int = 64) -> dict | None:
                 else:
                     new_head = Int8Linear.from_float(head)
         else:
-            from lmops.quant.int4 import Int4Embedding, Int4Linear, pack_nibbles, rtn
+            from lmops.quant.int4 import ZERO_DTYPE, Int4Embedding, Int4Linear, pack_nibbles, rtn
 
             for name, m in [(emb_name, emb)] + ([(head_name, head)] if head is not None and not tied else []):
                 if m.weight.shape[1] % group_size:
                     raise QuantError(f"group_size {group_size} does not divide {name} width {m.weight.shape[1]}")
             q, s, z = rtn(emb.weight.detach().float(), group_size)
             new_emb = Int4Embedding(num, dim, group_size)
-            new_emb.qweight, new_emb.scale, new_emb.zero = pack_nibbles(q), s.to(torch.bfloat16), z.to(torch.uint8)
+            new_emb.qweight, new_emb.scale, new_emb.zero = pack_nibbles(q), s.to(torch.bfloat16), z.to(ZERO_DTYPE)
             if head is not None:
                 if tied:
                     new_head = Int4Linear(dim, num, group_size, bias=head.bias is not None)

@@ -2,7 +2,10 @@
 
 The grid is lmops' own (torchao's GPTQ asserts CUDA; bitsandbytes has NF4 only, fixed blocks): one grid
 (`group_qparams`) serves RTN, GPTQ and QAT, so a QAT-trained or GPTQ-compensated weight is stored
-exactly on the grid it was optimized for. It is saved as packed nibbles + bf16 scales + uint8 zeros.
+exactly on the grid it was optimized for. It is saved as packed nibbles + bf16 scales + fp16 zeros.
+The zero point is a float (in code units, like GGUF's Q4_1 minimum), not an integer: an integer zero
+moves each group's grid off its min/max by up to half a step, which on SmolLM2-135M cost +26% held-out
+perplexity at group 32 against +0% with a float zero (its weights came from Q4_1 blocks of 32).
 
 The matmul runs on ATen's int4 kernels, the ones torchao's CPU layout (`Int4WeightOnlyConfig(
 int4_packing_format="opaque")`) and CUDA tinygemm layout call: `_weight_int4pack_mm_for_cpu` (AVX512,
@@ -10,11 +13,11 @@ with an AVX2/scalar path) and `_weight_int4pack_mm` (CUDA). The codes are conver
 layout once per device (`to_fast_layout`), never dequantized per call.
 
 The conversion (documented here, tested in tests/quant/test_quant_kernels.py). lmops stores
-    w = (q - z) * s                       q in 0..15, integer zero z in 0..15, s bf16
+    w = (q - z) * s                       q in 0..15, zero z in [0, 15] (fp16), s bf16
 the kernels compute
     w = (q - 8) * S + Z                   "float zero" convention (torchao ZeroPointDomain.FLOAT)
 so S = s and Z = (8 - z) * s, with the same codes q. (A call with more than `KERNEL_MAX_ROWS` rows, a
-prefill, dequantizes once into one dense GEMM instead: these kernels are GEMVs, slow on many rows.) In float32, Z is exact ((8 - z) has <= 4 bits, s 8).
+prefill, dequantizes once into one dense GEMM instead: these kernels are GEMVs, slow on many rows.) In float32, Z is exact ((8 - z) has <= 15 bits, s 8).
 The kernels take S, Z in the activation dtype: in bf16 Z is rounded for the few groups where (8 - z) * s
 needs more than 8 significant bits (about 1% of groups on random weights), so the remainder
 dZ = Z - bf16(Z) is kept in float32 and added as (per-group sums of x) @ dZ, a (M, groups) x (groups, N)
@@ -26,6 +29,7 @@ import torch
 from torch import nn
 
 QMAX = 15  # 4-bit codes 0..15
+ZERO_DTYPE = torch.float16  # stored zero point (code units, fractional), as Q4_1 stores its minimum
 SCALE_DTYPE = torch.bfloat16  # stored scale precision; quantization uses the rounded value
 
 
@@ -41,12 +45,13 @@ def unpack_nibbles(packed: torch.Tensor) -> torch.Tensor:
 
 
 def group_qparams(w: torch.Tensor, group_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-group (scale, zero) of `w` (out, in) from its min/max, both widened to include 0 so that 0
-    is exact. Returns float32 tensors of shape (out, in/group_size); scale already bf16-rounded."""
+    """Per-group (scale, zero) of `w` (out, in) from its min/max, both widened to include 0. Returns
+    float32 tensors of shape (out, in/group_size), rounded as stored: scale bf16, zero (a fractional
+    code, so the grid's ends are the group's min and max) fp16."""
     wg = w.float().reshape(w.shape[0], -1, group_size)
     lo, hi = wg.amin(-1).clamp(max=0), wg.amax(-1).clamp(min=0)
     scale = ((hi - lo) / QMAX).clamp(min=1e-8).to(SCALE_DTYPE).float()
-    zero = torch.round(-lo / scale).clamp(0, QMAX)
+    zero = (-lo / scale).clamp(0, QMAX).to(ZERO_DTYPE).float()
     return scale, zero
 
 
@@ -54,7 +59,7 @@ def quantize_codes(w: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor) -> 
     """Codes of `w` (out, k) on a grid whose scale/zero are (out, k/g) (or (out, 1) for one column)."""
     g = w.shape[1] // scale.shape[1]
     s, z = scale.repeat_interleave(g, 1), zero.repeat_interleave(g, 1)
-    return torch.clamp(torch.round(w.float() / s) + z, 0, QMAX)
+    return torch.clamp(torch.round(w.float() / s + z), 0, QMAX)
 
 
 def dequantize_codes(q: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor) -> torch.Tensor:
@@ -102,7 +107,7 @@ def gptq(w: torch.Tensor, hessian: torch.Tensor, group_size: int, damp: float = 
 
 def float_zero_params(scale: torch.Tensor, zero: torch.Tensor, dtype: torch.dtype
                       ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """lmops' (scale, integer zero), each (N, groups), as the int4 kernels' `scales_and_zeros`
+    """lmops' (scale, zero), each (N, groups), as the int4 kernels' `scales_and_zeros`
     (groups, N, 2) in `dtype` (S = s, Z = (8 - z) * s), and the float32 remainder dZ (groups, N) that
     `dtype` could not hold (None when Z is exact in it). See the module doc."""
     s = scale.float()
@@ -136,8 +141,18 @@ def fast_int4_ok() -> bool:
         torch.ops.aten, "_convert_weight_to_int4pack_for_cpu")
 
 
+def keep_zero_dtype(module: nn.Module, apply):
+    """Run `apply` (nn.Module._apply: .to(), .float(), .cuda()) but keep the zero point's stored dtype:
+    a model-wide .to(bfloat16) would round the fp16 fractional zeros (bf16 keeps 8 bits). Only its device
+    follows; a tensor shared by a tied embedding and LM head stays one tensor."""
+    zero = module.zero
+    out = apply()
+    module.zero = zero.to(module.qweight.device)
+    return out
+
+
 class Int4Linear(nn.Module):
-    """A linear layer whose weight lives as packed 4-bit codes + bf16 scales + uint8 zero points. With
+    """A linear layer whose weight lives as packed 4-bit codes + bf16 scales + fp16 zero points. With
     bf16/fp16 inputs it runs on ATen's int4 kernel (the codes converted once per device into its layout,
     see the module doc); float32 inputs, gradients, or a machine without the kernel take the dequantized
     path. An optional LoRA adapter (kept, not merged) adds `x @ A^T @ B^T` (B carries the LoRA scaling)."""
@@ -149,7 +164,7 @@ class Int4Linear(nn.Module):
         groups = in_features // group_size
         self.register_buffer("qweight", torch.zeros(out_features, in_features // 2, dtype=torch.uint8))
         self.register_buffer("scale", torch.zeros(out_features, groups, dtype=SCALE_DTYPE))
-        self.register_buffer("zero", torch.zeros(out_features, groups, dtype=torch.uint8))
+        self.register_buffer("zero", torch.zeros(out_features, groups, dtype=ZERO_DTYPE))
         self.bias = nn.Parameter(torch.zeros(out_features), requires_grad=False) if bias else None
         if lora_rank:
             self.register_buffer("lora_A", torch.zeros(lora_rank, in_features, dtype=SCALE_DTYPE))
@@ -161,7 +176,7 @@ class Int4Linear(nn.Module):
 
     def _apply(self, fn, recurse=True):  # .to()/.cuda(): the kernel layout is rebuilt for the new place
         self._fast = {}
-        return super()._apply(fn, recurse)
+        return keep_zero_dtype(self, lambda: super(Int4Linear, self)._apply(fn, recurse))
 
     def to_fast_layout(self, device: torch.device, dtype: torch.dtype):
         """(packed codes, scales_and_zeros, float32 zero remainder) for the int4 kernel, built once."""
@@ -182,7 +197,7 @@ class Int4Linear(nn.Module):
             layer.lora_B.copy_(lora[1].detach())
         layer.qweight.copy_(pack_nibbles(q))
         layer.scale.copy_(scale.to(SCALE_DTYPE))
-        layer.zero.copy_(zero.to(torch.uint8))
+        layer.zero.copy_(zero.to(ZERO_DTYPE))
         if bias is not None:
             layer.bias.data.copy_(bias.detach().float())
         return layer
@@ -193,8 +208,8 @@ class Int4Linear(nn.Module):
     def dequantize_as(self, dtype: torch.dtype) -> torch.Tensor:
         """The weight in `dtype` (one rounding of (q - z) * s), computed in `dtype` (fast, for prefills)."""
         n, groups = self.scale.shape
-        q = unpack_nibbles(self.qweight).view(n, groups, self.group_size).to(dtype)
-        return ((q - self.zero.to(dtype)[..., None]) * self.scale.to(dtype)[..., None]).view(n, -1)
+        q = unpack_nibbles(self.qweight).view(n, groups, self.group_size).float()
+        return ((q - self.zero.float()[..., None]) * self.scale.float()[..., None]).view(n, -1).to(dtype)
 
     def _matmul(self, x: torch.Tensor) -> torch.Tensor:
         from lmops.quant.int8 import KERNEL_MAX_ROWS
@@ -226,7 +241,7 @@ class Int4Linear(nn.Module):
 
 
 class Int4Embedding(nn.Module):
-    """An embedding table stored like `Int4Linear` (packed codes, per-group bf16 scale and uint8 zero,
+    """An embedding table stored like `Int4Linear` (packed codes, per-group bf16 scale and fp16 zero,
     groups along the embedding dimension); the looked-up rows are dequantized. With a tied LM head, its
     buffers are the very tensors of that head's `Int4Linear`."""
 
@@ -236,7 +251,10 @@ class Int4Embedding(nn.Module):
         groups = embedding_dim // group_size
         self.register_buffer("qweight", torch.zeros(num_embeddings, embedding_dim // 2, dtype=torch.uint8))
         self.register_buffer("scale", torch.zeros(num_embeddings, groups, dtype=SCALE_DTYPE))
-        self.register_buffer("zero", torch.zeros(num_embeddings, groups, dtype=torch.uint8))
+        self.register_buffer("zero", torch.zeros(num_embeddings, groups, dtype=ZERO_DTYPE))
+
+    def _apply(self, fn, recurse=True):
+        return keep_zero_dtype(self, lambda: super(Int4Embedding, self)._apply(fn, recurse))
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         flat = ids.reshape(-1)

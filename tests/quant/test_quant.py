@@ -54,7 +54,7 @@ def test_byte_accounting_is_exact(tmp_path):
     shared = torch.ones(10, 10, dtype=torch.bfloat16)  # tied: two names, one storage
     torch.save({**layer.state_dict(), "emb": shared, "head": shared}, tmp_path / WEIGHTS_FILE)
     save_file({"x": torch.zeros(3, 5, dtype=torch.float32)}, tmp_path / "extra.safetensors")
-    codes, scales, zeros = 64 * 128 // 2, 64 * (128 // 32) * 2, 64 * (128 // 32)  # packed nibbles, bf16, uint8
+    codes, scales, zeros = 64 * 128 // 2, 64 * (128 // 32) * 2, 64 * (128 // 32) * 2  # packed nibbles, bf16, fp16
     assert saved_weight_bytes(tmp_path) == codes + scales + zeros + 10 * 10 * 2 + 3 * 5 * 4
 
 

@@ -1,6 +1,6 @@
 """GPTQ int4 (Frantar et al., 2022): each column's rounding error is compensated on the columns still
 to quantize, with the inverse Hessian of calibration inputs. Stored like int4 RTN (`Int4Linear`), on
-the very grid RTN uses (`lmops.quant.int4.group_qparams`: asymmetric, integer zero point).
+the very grid RTN uses (`lmops.quant.int4.group_qparams`: asymmetric, fp16 zero point).
 
 The standard fast formulation, so that a 135M model takes minutes on two CPU cores:
 - sequential calibration, decoder layer by decoder layer: the inputs of layer i+1 are computed from
