@@ -35,10 +35,13 @@ class GPTQConfig:
     damp: float = 0.01
     block_size: int = 128
     act_order: bool = True
-
+    embedding_bits: int = 8  # the embedding / LM head as well (lmops.quant.embedding; 0 keeps them float)
 
     def __post_init__(self):
+        from lmops.quant.embedding import check_embedding_bits
+
         check_group(self.group_size)
+        check_embedding_bits(self.embedding_bits)
         if not 0 < self.damp < 1:
             raise QuantError(f"damp must be in (0, 1), got {self.damp}")
         if self.block_size < 1:
@@ -239,7 +242,7 @@ class GPTQ(Int4Weight):
 
     def apply(self, model, config: GPTQConfig, calib):
         codes = sequential_gptq(model, calib, config)
-        return self.quantize_linears(model, config.group_size, lambda name, w: codes[name])
+        return self.quantize_linears(model, config.group_size, lambda name, w: codes[name], config.embedding_bits)
 
 
 register_method(GPTQConfig, GPTQ())
