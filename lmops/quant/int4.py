@@ -141,6 +141,13 @@ def fast_int4_ok() -> bool:
         torch.ops.aten, "_convert_weight_to_int4pack_for_cpu")
 
 
+def register_int4_buffers(module: nn.Module, rows: int, cols: int, group_size: int) -> None:
+    """The stored form of a (rows, cols) int4 matrix: packed codes, bf16 scales, fp16 zeros per group."""
+    module.register_buffer("qweight", torch.zeros(rows, cols // 2, dtype=torch.uint8))
+    module.register_buffer("scale", torch.zeros(rows, cols // group_size, dtype=SCALE_DTYPE))
+    module.register_buffer("zero", torch.zeros(rows, cols // group_size, dtype=ZERO_DTYPE))
+
+
 def keep_zero_dtype(module: nn.Module, apply):
     """Run `apply` (nn.Module._apply: .to(), .float(), .cuda()) but keep the zero point's stored dtype:
     a model-wide .to(bfloat16) would round the fp16 fractional zeros (bf16 keeps 8 bits). Only its device
@@ -161,10 +168,7 @@ class Int4Linear(nn.Module):
                  lora_rank: int = 0):
         super().__init__()
         self.in_features, self.out_features, self.group_size = in_features, out_features, group_size
-        groups = in_features // group_size
-        self.register_buffer("qweight", torch.zeros(out_features, in_features // 2, dtype=torch.uint8))
-        self.register_buffer("scale", torch.zeros(out_features, groups, dtype=SCALE_DTYPE))
-        self.register_buffer("zero", torch.zeros(out_features, groups, dtype=ZERO_DTYPE))
+        register_int4_buffers(self, out_features, in_features, group_size)
         self.bias = nn.Parameter(torch.zeros(out_features), requires_grad=False) if bias else None
         if lora_rank:
             self.register_buffer("lora_A", torch.zeros(lora_rank, in_features, dtype=SCALE_DTYPE))
@@ -248,10 +252,7 @@ class Int4Embedding(nn.Module):
     def __init__(self, num_embeddings: int, embedding_dim: int, group_size: int):
         super().__init__()
         self.num_embeddings, self.embedding_dim, self.group_size = num_embeddings, embedding_dim, group_size
-        groups = embedding_dim // group_size
-        self.register_buffer("qweight", torch.zeros(num_embeddings, embedding_dim // 2, dtype=torch.uint8))
-        self.register_buffer("scale", torch.zeros(num_embeddings, groups, dtype=SCALE_DTYPE))
-        self.register_buffer("zero", torch.zeros(num_embeddings, groups, dtype=ZERO_DTYPE))
+        register_int4_buffers(self, num_embeddings, embedding_dim, group_size)
 
     def _apply(self, fn, recurse=True):
         return keep_zero_dtype(self, lambda: super(Int4Embedding, self)._apply(fn, recurse))
