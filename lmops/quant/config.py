@@ -50,3 +50,13 @@ class Scheme:
     name: str
     weights: object
     kv: KVCacheConfig | None = None
+
+
+EMBEDDING_BITS = (0, 4, 8)  # `embedding_bits` of the weight-only methods; 0: embedding and LM head stay float
+
+
+def check_embedding_bits(bits: int) -> None:
+    """Params-time check of `embedding_bits` (kept here, with the other config checks, so that params
+    validation never loads the quantization code in lmops.quant.embedding)."""
+    if bits not in EMBEDDING_BITS:
+        raise QuantError(f"embedding_bits must be one of {EMBEDDING_BITS} (0 = keep float), got {bits}")

@@ -7,9 +7,7 @@ scheme saves. Its lookups dequantize only the rows read; the LM head runs on the
 `Int8Linear` / `Int4Linear`. Used by the weight-only methods (`embedding_bits` in their configs)."""
 from __future__ import annotations
 
-from lmops.quant.config import QuantError
-
-EMBEDDING_BITS = (0, 4, 8)  # 0: the embedding and LM head stay in float
+from lmops.quant.config import QuantError, check_embedding_bits
 
 
 def _names(model) -> tuple[str, str | None, bool]:
@@ -18,11 +16,6 @@ def _names(model) -> tuple[str, str | None, bool]:
     names = {id(m): n for n, m in model.named_modules()}
     tied = head is not None and getattr(head, "weight", None) is not None and head.weight is emb.weight
     return names[id(emb)], (names[id(head)] if head is not None else None), tied
-
-
-def check_embedding_bits(bits: int) -> None:
-    if bits not in EMBEDDING_BITS:
-        raise QuantError(f"embedding_bits must be one of {EMBEDDING_BITS} (0 = keep float), got {bits}")
 
 
 def quantize_embeddings(model, bits: int, group_size: int = 64) -> dict | None:

@@ -72,7 +72,7 @@ def test_served_variant_is_registered_promoted_and_hot_reloaded(project, tiny_pa
         r = httpx.post(f"{url}/v1/completions", json={"prompt": QUESTION, "max_tokens": 3}, timeout=30)
     assert health["version"] == record["version"], "the server did not hot-reload the quantized champion"
     assert r.status_code == 200 and r.json()["system_fingerprint"] == record["version"]
-    assert type(srv.loaded.model.model.layers[0].mlp.up_proj.weight).__name__ != "Parameter"  # int8 tensors
+    assert type(srv.loaded.model.model.layers[0].mlp.up_proj).__name__ == "Int8Linear"  # the int8 weights served
     reg = Registry(root)
     q, f = reg.get(NAME, record["version"]), reg.get(NAME, record["full_version"])
     assert (q.lineage.variant, q.lineage.parent, q.lineage.metrics) == ("w8", f.version, quant)

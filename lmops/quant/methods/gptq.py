@@ -38,7 +38,7 @@ class GPTQConfig:
     embedding_bits: int = 8  # the embedding / LM head as well (lmops.quant.embedding; 0 keeps them float)
 
     def __post_init__(self):
-        from lmops.quant.embedding import check_embedding_bits
+        from lmops.quant.config import check_embedding_bits
 
         check_group(self.group_size)
         check_embedding_bits(self.embedding_bits)

@@ -23,7 +23,7 @@ class Int4WeightConfig:
     embedding_bits: int = 8
 
     def __post_init__(self):
-        from lmops.quant.embedding import check_embedding_bits
+        from lmops.quant.config import check_embedding_bits
 
         check_group(self.group_size)
         if self.bits != 4:

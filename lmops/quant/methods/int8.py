@@ -21,8 +21,7 @@ class Int8WeightConfig:
     embedding_group_size: int = 64
 
     def __post_init__(self):
-        from lmops.quant.config import check_group
-        from lmops.quant.embedding import check_embedding_bits
+        from lmops.quant.config import check_embedding_bits, check_group
 
         if self.bits != 8:
             raise QuantError(f"Int8WeightConfig stores 8-bit weights, got bits={self.bits}")

@@ -20,7 +20,7 @@ class SmoothQuantConfig:
     embedding_bits: int = 8  # the embedding / LM head (weight-only int8; 0 = float)
 
     def __post_init__(self):
-        from lmops.quant.embedding import check_embedding_bits
+        from lmops.quant.config import check_embedding_bits
 
         if not 0 <= self.alpha <= 1:
             raise QuantError(f"SmoothQuant alpha must be in [0, 1], got {self.alpha}")
