@@ -5,11 +5,10 @@ quantization), and the time each variant took to build. Prints a table (and writ
     PYTHONPATH=. python benchmarks/int4_accuracy.py                  # SmolLM2-135M-Instruct, 1 thread
     PYTHONPATH=. python benchmarks/int4_accuracy.py --variants bf16 rtn_g64 gptq_g64
 
-Variants: bf16; rtn_g64/rtn_g32 (lmops' int4 RTN, integer zero point); gptq_g64/gptq_g32 (sequential
-GPTQ, same grid); nf4 (bitsandbytes NF4, its fixed 64-weight blocks); qat_g64 (fine-tune with int4
-fake quantization, then the trained grid) and ft_g64 (its control: the same fine-tune in float, then
-RTN); rtn_g32_floatzero (a diagnostic, not a stored format: RTN g32 with a float min as zero point,
-the Q4_1 grid the imported weights came from).
+Variants: bf16; rtn_g64/rtn_g32 (lmops' int4 RTN: per-group scale and fractional zero point, the
+embedding and LM head int8); gptq_g64/gptq_g32 (sequential GPTQ, same grid); nf4 (bitsandbytes NF4,
+its fixed 64-weight blocks); qat_g64 (fine-tune with int4 fake quantization, then the trained grid)
+and ft_g64 (its control: the same fine-tune in float, then RTN).
 
 Honesty note printed with the table: SmolLM2-135M-Instruct here was imported from a Q4_1 GGUF
 (asymmetric, blocks of 32, float min), so its weights already lie on a 4-bit grid of 32-column groups;
@@ -26,23 +25,13 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-ALL = ["bf16", "rtn_g64", "rtn_g32", "gptq_g64", "gptq_g32", "nf4", "qat_g64", "ft_g64", "rtn_g32_floatzero"]
+ALL = ["bf16", "rtn_g64", "rtn_g32", "gptq_g64", "gptq_g32", "nf4", "qat_g64", "ft_g64"]
 NOTE = ("note: the model was imported from a Q4_1 GGUF (asymmetric 4-bit, blocks of 32, float min): its weights "
         "already sit on a group-32 grid, so group-32 int4 figures flatter int4; group 64 is the fairer test.")
 
 
 def paragraphs(path: Path) -> list[str]:
     return [p.strip() for p in path.read_text(encoding="utf-8").split("\n\n") if p.strip()]
-
-
-def float_zero_rtn(w, group_size: int):
-    """Dequantized RTN with a float zero point (min of the group, not widened to 0): the Q4_1 grid."""
-    import torch
-
-    wg = w.float().reshape(w.shape[0], -1, group_size)
-    lo, hi = wg.amin(-1, keepdim=True), wg.amax(-1, keepdim=True)
-    scale = ((hi - lo) / 15).clamp(min=1e-8)
-    return (torch.clamp(torch.round((wg - lo) / scale), 0, 15) * scale + lo).reshape(w.shape)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -69,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from lmops.model.build import load_model
     from lmops.model.evaluate import token_stream
-    from lmops.quant.api import quantize_, target_linears
+    from lmops.quant.api import quantize_
     from lmops.quant.build import BuildContext
     from lmops.quant.kv import window_perplexity
     from lmops.quant.methods.gptq import GPTQConfig
@@ -93,17 +82,11 @@ def main(argv: list[str] | None = None) -> int:
     def build(name: str):
         if name == "bf16":
             return copy.deepcopy(base).to(torch.bfloat16)
-        if name.startswith(("rtn_g", "gptq_g")) and not name.endswith("floatzero"):
+        if name.startswith(("rtn_g", "gptq_g")):
             g = int(name.split("_g")[1])
             cfg = Int4WeightConfig(group_size=g) if name.startswith("rtn") else \
                 GPTQConfig(group_size=g, damp=args.damp, act_order=args.act_order)
             return quantize_(copy.deepcopy(base), cfg, calib)
-        if name == "rtn_g32_floatzero":
-            model = copy.deepcopy(base)
-            with torch.no_grad():
-                for layer in target_linears(model).values():
-                    layer.weight.copy_(float_zero_rtn(layer.weight, 32))
-            return model.to(torch.bfloat16)
         if name == "nf4":
             from lmops.quant.methods.bnb import BnbConfig
             return method_for(BnbConfig()).build(BnbConfig(mode="nf4"), ctx)[0]
