@@ -1,7 +1,7 @@
 """Int4 weight-only quantization: per-group asymmetric round-to-nearest, GPTQ, and the packed layer.
 
 The grid is lmops' own (torchao's GPTQ asserts CUDA; bitsandbytes has NF4 only, fixed blocks): one grid
-(`group_qparams`) serves RTN, GPTQ and QAT, so a QAT-trained or GPTQ-compensated weight is stored
+(`group_qparams`) serves RTN, GPTQ (lmops.quant.methods.gptq) and QAT, so a QAT-trained or GPTQ-compensated weight is stored
 exactly on the grid it was optimized for. It is saved as packed nibbles + bf16 scales + fp16 zeros.
 The zero point is a float (in code units, like GGUF's Q4_1 minimum), not an integer: an integer zero
 moves each group's grid off its min/max by up to half a step, which on SmolLM2-135M cost +26% held-out
@@ -76,33 +76,6 @@ def fake_quantize(w: torch.Tensor, group_size: int) -> torch.Tensor:
 def rtn(w: torch.Tensor, group_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     scale, zero = group_qparams(w, group_size)
     return quantize_codes(w, scale, zero), scale, zero
-
-
-def gptq(w: torch.Tensor, hessian: torch.Tensor, group_size: int, damp: float = 0.01
-         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """GPTQ (no act-order): quantize columns left to right; each column's rounding error, scaled by
-    the inverse-Hessian Cholesky factor, is subtracted from the columns still to come. A group's
-    (scale, zero) is fixed from the already-updated weights when the group starts."""
-    W = w.detach().float().clone()  # (out, in)
-    H = hessian.detach().float().clone()  # (in, in), sum of x x^T over calibration tokens
-    dead = torch.diag(H) == 0
-    H[dead, dead] = 1
-    W[:, dead] = 0
-    H += damp * torch.diag(H).mean() * torch.eye(H.shape[0])
-    Hinv = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(H)), upper=True)
-    cols = W.shape[1]
-    Q = torch.zeros_like(W)
-    scales, zeros = [], []
-    for i in range(cols):
-        if i % group_size == 0:
-            s, z = group_qparams(W[:, i:i + group_size], group_size)
-            scales.append(s)
-            zeros.append(z)
-        q = quantize_codes(W[:, i:i + 1], s, z)
-        Q[:, i:i + 1] = q
-        err = (W[:, i] - dequantize_codes(q, s, z)[:, 0]) / Hinv[i, i]  # (out,)
-        W[:, i:] -= err[:, None] * Hinv[i, i:][None, :]
-    return Q, torch.cat(scales, 1), torch.cat(zeros, 1)
 
 
 def float_zero_params(scale: torch.Tensor, zero: torch.Tensor, dtype: torch.dtype

@@ -59,7 +59,8 @@ def test_byte_accounting_is_exact(tmp_path):
 
 
 def test_int4_roundtrip_and_gptq_beats_rtn():
-    from lmops.quant.int4 import Int4Linear, dequantize_codes, gptq, pack_nibbles, rtn, unpack_nibbles
+    from lmops.quant.int4 import Int4Linear, dequantize_codes, pack_nibbles, rtn, unpack_nibbles
+    from lmops.quant.methods.gptq import gptq_codes
 
     g = torch.Generator().manual_seed(0)
     q = torch.randint(0, 16, (8, 64), generator=g)
@@ -68,7 +69,7 @@ def test_int4_roundtrip_and_gptq_beats_rtn():
     x = torch.randn(2048, 16, generator=g) @ torch.randn(16, 128, generator=g) + 0.1 * torch.randn(2048, 128, generator=g)
     h = x.T @ x
     errs = {}
-    for name, (codes, scale, zero) in {"rtn": rtn(w, 32), "gptq": gptq(w, h, 32)}.items():
+    for name, (codes, scale, zero) in {"rtn": rtn(w, 32), "gptq": gptq_codes(w, h, 32)}.items():
         assert codes.min() >= 0 and codes.max() <= 15
         layer = Int4Linear.from_codes(codes, scale, zero, 32)
         assert torch.allclose(layer.dequantize(), dequantize_codes(codes, scale.to(torch.bfloat16).float(), zero))
