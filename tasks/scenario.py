@@ -24,6 +24,22 @@ from lmops.layout import (
 )
 
 LOOPBACK = "127.0.0.1"
+# Params naming files of the project (relative to its root): the sandbox lives in .lmops/, so these are
+# made absolute in its params (real/params.yaml's calibration text is "text:../data/english/...").
+PATH_PARAMS = [("quantize", "calibration"), ("prompts", "model"), ("prompts", "templates"), ("train", "base"),
+               ("evaluate", "english_text"), ("long_context", "model")]
+
+
+def absolute_paths(raw: dict, root: Path) -> dict:
+    """`raw` params with each relative PATH_PARAMS path that exists under `root` made absolute."""
+    for section, key in PATH_PARAMS:
+        value = (raw.get(section) or {}).get(key)
+        if not isinstance(value, str):
+            continue
+        prefix, path = ("text:", value[5:]) if value.startswith("text:") else ("", value)
+        if path and not Path(path).is_absolute() and (root / path).exists():
+            raw[section][key] = prefix + str((root / path).resolve())
+    return raw
 
 
 def _git(ws: Path, *args: str) -> None:
@@ -42,7 +58,7 @@ def prepare_sandbox(root: str, ws: str, port: int, params: str = "params.yaml") 
     if ws.exists():
         shutil.rmtree(ws)
     ws.mkdir(parents=True)
-    raw = yaml.safe_load((root / params).read_text())
+    raw = absolute_paths(yaml.safe_load((root / params).read_text()), root)
     sc = load_params(root / params).drift.scenario
     raw.setdefault("serve", {}).update({"port": port, "host": LOOPBACK, "reload_seconds": 2.0,
                                         "fallback_dir": str((root / BASE_MODEL).resolve())})

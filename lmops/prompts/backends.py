@@ -37,13 +37,15 @@ class HFBackend:
 
         self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
         self.context = int(getattr(model.config, "max_position_embeddings", 2048))
-        self.chat = has_chat_template(tokenizer)  # an instruct model: the loop's proposer talks to it in turns
+        # an instruct model: asked in turns (harness.as_asked), and the loop's proposer talks to it in turns
+        self.chat = has_chat_template(tokenizer)
 
-    def chat_turn(self, content: str) -> str:
-        """`content` as one user turn of the model's chat template, the assistant's turn opened."""
+    def chat_turn(self, content: str, lead: str = "") -> str:
+        """`content` as one user turn of the model's chat template, the assistant's turn opened (with
+        `lead`, which the model continues)."""
         from lmops.model.generate import chat_prompt
 
-        return chat_prompt(self.tokenizer, content)
+        return chat_prompt(self.tokenizer, content, lead)
 
     def _ids(self, text: str, reserve: int) -> list[int]:
         ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]

@@ -63,13 +63,23 @@ class EvalTask:
     correct: Callable[[str, str], bool]
     max_new_tokens: int
     description: str  # one line for the meta-prompt
+    # An instruct model's assistant turn opens with this (from the item's template variables), so that it
+    # answers in the form exact match reads: "The operating pressure of Vindor-417 is" -> " 3 bar."
+    lead: Callable[[dict], str] = lambda variables: ""
+
+
+def _qa_lead(variables: dict) -> str:
+    from lmops.data.generate import qa_lead
+
+    return qa_lead(variables["question"])
 
 
 TASKS: dict[str, EvalTask] = {
     "kb_qa": EvalTask("kb_qa", "exact_match", _kb_qa, _exact, 8,
-                      "Instructions for answering questions about plant equipment from its document."),
+                      "Instructions for answering questions about plant equipment from its document.", _qa_lead),
     "incident_category": EvalTask("incident_category", "accuracy", _incident, _first_word, 3,
-                                  "Instructions for routing incident reports to a category."),
+                                  "Instructions for routing incident reports to a category.",
+                                  lambda variables: "Category:"),
 }
 
 
@@ -108,6 +118,15 @@ def render(spec: PromptSpec, library: dict[str, Template], items: list[Item], ex
                      question_first=spec.question_first, **it.vars) for it in items]
 
 
+def as_asked(backend, task: EvalTask, prompts: list[str], variables: list[dict]) -> list[str]:
+    """The rendered prompts as the backend's model is asked: an instruct model (a backend with a chat
+    template) gets each as one user turn, its assistant turn opened with the task's lead; a base model
+    (or a remote server) gets them as they are."""
+    if not getattr(backend, "chat", False):
+        return prompts
+    return [backend.chat_turn(p, task.lead(v)) for p, v in zip(prompts, variables)]
+
+
 @dataclass(frozen=True)
 class Scores:
     score: float  # exact match or accuracy, per the task's metric
@@ -117,7 +136,7 @@ class Scores:
 
 def score(backend, task: EvalTask, spec: PromptSpec, library: dict[str, Template], items: list[Item],
           examples: list[dict], with_loglik: bool = False) -> Scores:
-    prompts = render(spec, library, items, examples)
+    prompts = as_asked(backend, task, render(spec, library, items, examples), [it.vars for it in items])
     preds = backend.generate(prompts, task.max_new_tokens)
     hits = sum(task.correct(p, it.answer) for p, it in zip(preds, items))
     ll = None

@@ -74,7 +74,7 @@ def run_router(pp: PromptsParams, model, tokenizer, backend, corpus, library, pr
     """Pattern 1 end to end: label raw prompts, train classifier and refiner, route, report on test."""
     from lmops.embed import load_embedder
     from lmops.prompts.backends import HFBackend
-    from lmops.prompts.harness import TASKS, Item, PromptSpec, TaskData, render
+    from lmops.prompts.harness import TASKS, Item, PromptSpec, TaskData, as_asked, render
     from lmops.prompts.raw import EFFECTIVE_VARS, raw_prompts
     from lmops.prompts.router import (
         QualityClassifier,
@@ -97,11 +97,12 @@ def run_router(pp: PromptsParams, model, tokenizer, backend, corpus, library, pr
     pairs = [(r.request, r.target) for r in raw_prompts([pair_rng.choice(train_items) for _ in range(rp.refiner_pairs)],
                                                         pp.seed + 11, task.name)]
 
-    def correct(prompts, rs):
-        return [task.correct(p, r.answer) for p, r in zip(backend.generate(prompts, task.max_new_tokens), rs)]
+    def correct(prompts, rs, variables):  # each path's lead comes from its own question text
+        asked = as_asked(backend, task, prompts, variables)
+        return [task.correct(p, r.answer) for p, r in zip(backend.generate(asked, task.max_new_tokens), rs)]
 
-    direct = {s: correct([library["raw_direct"].render(context=r.context, request=r.request) for r in rs], rs)
-              for s, rs in raws.items()}
+    direct = {s: correct([library["raw_direct"].render(context=r.context, request=r.request) for r in rs], rs,
+                         [EFFECTIVE_VARS[task.name](r, r.request) for r in rs]) for s, rs in raws.items()}
     encoder = load_embedder()
     clf = QualityClassifier().fit(embed(raws["train"], encoder), direct["train"])
     p_ok = {s: clf.predict(embed(raws[s], encoder)) for s in ("dev", "test")}
@@ -112,7 +113,7 @@ def run_router(pp: PromptsParams, model, tokenizer, backend, corpus, library, pr
     for s in ("dev", "test"):
         texts = refine(refiner, library["refiner"], raws[s], cfg.max_new_tokens)
         items = [Item(EFFECTIVE_VARS[task.name](r, text), r.answer) for r, text in zip(raws[s], texts)]
-        refined[s] = correct(render(spec, library, items, []), raws[s])
+        refined[s] = correct(render(spec, library, items, []), raws[s], [it.vars for it in items])
     threshold = pick_threshold(direct["dev"], refined["dev"], p_ok["dev"])  # dev only
     routed_test, share = routed(direct["test"], refined["test"], p_ok["test"], threshold)
     styles = sorted({r.style for r in raws["test"]})

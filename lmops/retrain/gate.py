@@ -17,11 +17,15 @@ class GateError(LmopsError, ValueError):
 
 def closed_book_qa(model, tokenizer, qa: list[dict], max_new_tokens: int = 12) -> float:
     """Exact match on questions asked with no document: what the model itself knows."""
+    from lmops.data.generate import qa_lead
     from lmops.model.evaluate import exact_match, generate_answers
+    from lmops.model.generate import chat_prompt, has_chat_template
 
     if not qa:
         return float("nan")
-    preds = generate_answers(model, tokenizer, [qa_text(r["question"]) for r in qa], max_new_tokens)
+    chat = has_chat_template(tokenizer)  # an instruct model: the question as its turn, the answer's lead opened
+    preds = generate_answers(model, tokenizer, [chat_prompt(tokenizer, r["question"], qa_lead(r["question"])) if chat
+                                                else qa_text(r["question"]) for r in qa], max_new_tokens)
     return round(exact_match(preds, [r["answer"] for r in qa]), 4)
 
 
@@ -54,14 +58,16 @@ def old_test_qa(model, tokenizer, corpus: Corpus, items: int, max_new_tokens: in
 
 def open_book_qa(model, tokenizer, qa: list[dict], retrieve, max_new_tokens: int = 12) -> float:
     """Exact match with `retrieve(question)` (the knowledge index's top chunks) as the document, in the
-    same open-book format as `old_test_qa` (the chat template when the model has one)."""
+    same open-book format as `old_test_qa` (the chat template, and the question's lead, when the model
+    has one)."""
+    from lmops.data.generate import qa_lead
     from lmops.model.evaluate import chat_qa_prompt, exact_match, generate_answers, qa_prompt
     from lmops.model.generate import has_chat_template
 
     if not qa:
         return float("nan")
     chat = has_chat_template(tokenizer)
-    prompts = [chat_qa_prompt(tokenizer, retrieve(r["question"]), r["question"]) if chat
+    prompts = [chat_qa_prompt(tokenizer, retrieve(r["question"]), r["question"], qa_lead(r["question"])) if chat
                else qa_prompt(retrieve(r["question"]), r["question"]) for r in qa]
     return round(exact_match(generate_answers(model, tokenizer, prompts, max_new_tokens), [r["answer"] for r in qa]), 4)
 

@@ -60,3 +60,18 @@ def _runs(api: str) -> list[dict]:
                       timeout=10)
     resp.raise_for_status()
     return [{"auto_scheduled": r["auto_scheduled"], "state_type": r["state_type"]} for r in resp.json()]
+
+
+def test_sandbox_params_name_the_projects_files_absolutely(tmp_path):
+    """The scenario's sandbox (.lmops/drift-scenario) reads the project's params: a relative path there
+    (real/params.yaml's "text:../data/english/calibration.txt") is made absolute, one that names nothing
+    under the project (the embedded default's "corpus") is left as it is."""
+    from tasks.scenario import absolute_paths
+
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "calib.txt").write_text("text")
+    raw = {"quantize": {"calibration": "text:data/calib.txt"}, "prompts": {"templates": "missing"},
+           "train": {"base": "scratch"}, "evaluate": {}}
+    out = absolute_paths(raw, tmp_path)
+    assert out["quantize"]["calibration"] == f"text:{(tmp_path / 'data' / 'calib.txt').resolve()}"
+    assert out["prompts"]["templates"] == "missing" and out["train"]["base"] == "scratch"

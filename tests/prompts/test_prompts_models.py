@@ -196,3 +196,32 @@ def test_an_instruct_model_proposes_through_its_chat_template(library):
     plain = Fake(False)
     propose_instructions(plain, *args)
     assert plain.prompts[0].endswith("Score: 0.25\nInstruction:") and "<|user|>" not in plain.prompts[0]
+
+
+def test_an_instruct_model_answers_in_its_turn_with_the_lead(library):
+    """An instruct model (a backend with a chat template) is scored on its own turn format: each rendered
+    prompt as one user turn, the assistant's turn opened with the task's lead, which exact match then
+    reads on; a base model gets the rendered prompt unchanged."""
+    from lmops.prompts.harness import TASKS, Item, PromptSpec, score
+
+    class Fake:
+        def __init__(self, chat):
+            self.chat, self.prompts = chat, []
+
+        def chat_turn(self, content, lead=""):
+            return f"<|user|>{content}<|assistant|>{lead}"
+
+        def generate(self, prompts, max_new_tokens, temperature=0.0, seed=0):
+            self.prompts += prompts
+            return [" 88 bar." if p.endswith("Vindor-417 is") else " The operating pressure is 88 bar." for p in prompts]
+
+    items = [Item({"context": "Its operating pressure is 88 bar.", "question": "What is the operating pressure of Vindor-417?"},
+                  "88 bar")]
+    chat = Fake(True)
+    assert score(chat, TASKS["kb_qa"], PromptSpec("kb_qa_trained"), library, items, []).score == 1.0
+    assert chat.prompts[0].startswith("<|user|>Its operating pressure")
+    assert chat.prompts[0].endswith("Answer:<|assistant|>The operating pressure of Vindor-417 is")
+    plain = Fake(False)
+    assert score(plain, TASKS["kb_qa"], PromptSpec("kb_qa_trained"), library, items, []).score == 0.0
+    assert plain.prompts[0].endswith("Question: What is the operating pressure of Vindor-417?\nAnswer:")
+    assert TASKS["incident_category"].lead({"report": "x"}) == "Category:"
