@@ -4,10 +4,14 @@ and other engines' builds of the same model, measured side by side in one interl
     python benchmarks/engines.py                                   # SmolLM2-135M-Instruct, 2 threads
     python benchmarks/engines.py --base models/pretrained --heldout corpus --root /path/to/project
     python benchmarks/engines.py --engines ctranslate2:int8,onnxruntime_genai:int4 --lmops fp32,w8
+    python benchmarks/engines.py --variants real/models/quantized --lmops bf16,w8,w4_gptq \
+        --engines ctranslate2:int8,ctranslate2:int8@w8,onnxruntime_genai:int4,onnxruntime_genai:int4@w4_gptq
 
 Prints one table (perplexity on the same held-out tokens and windows, prefill and decode tokens/s,
 the decode speed through `lmops serve`'s generation path, weight bytes on disk), then per bit width
-lmops' fastest serving path against the fastest peer engine. An engine that is not installed is
+lmops' fastest serving path against the fastest peer engine. "engine:bits@SCHEME" exports lmops' own
+variant SCHEME (its dequantized weights, rounded onto the engine's grid: lmops.quant.export) rather than
+the float base; --variants reads lmops' variants from a quantize stage's output instead of building them. An engine that is not installed is
 skipped with a line saying how to install it. Exports are cached under --work.
 """
 from __future__ import annotations
@@ -39,20 +43,27 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--prefill-tokens", type=int, default=256)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--variants", help="saved lmops variants to read (e.g. real/models/quantized) instead of building them")
     ap.add_argument("--work", default="/tmp/lmops-engines", help="where variants and exports are built (cached)")
     ap.add_argument("--json", help="also write the figures to this JSON file")
     args = ap.parse_args(argv)
 
-    from lmops.engines.frontier import build_engines, build_lmops, compare, heldout_ids, measure, table
+    from lmops.engines.frontier import build_engines, build_lmops, compare, heldout_ids, measure, table, variant_rows
     from lmops.errors import LmopsError
     from lmops.model.build import check_model_dir
 
     root, work = Path(args.root), Path(args.work)
     try:
         base = check_model_dir(Path(args.base).resolve())
+        schemes = [s for s in args.lmops.split(",") if s]
+        if args.variants:
+            variants = Path(args.variants).resolve()
+            lmops_rows = variant_rows(variants, schemes)
+        else:
+            variants = work / base.name / "lmops"
+            lmops_rows = build_lmops(base, schemes, work / base.name)
         engine_rows, skipped = build_engines(base, [b for b in args.engines.split(",") if b], work / base.name,
-                                             args.group_size)
-        lmops_rows = build_lmops(base, [s for s in args.lmops.split(",") if s], work / base.name)
+                                             args.group_size, variants=variants)
         from transformers import AutoTokenizer
 
         ids = heldout_ids(AutoTokenizer.from_pretrained(base), args.heldout, root, args.ppl_tokens)

@@ -515,9 +515,10 @@ class QuantizeParams(Section):
     decode_repeats: int = Field(3, ge=1)  # round-robin timing rounds over all variants; best round kept
     threads: int = Field(1, ge=1)
     seed: int = 0
-    # Other engines' builds of `base` on the same frontier ("engine:bits", e.g. ctranslate2:int8,
-    # onnxruntime_genai:int4; lmops/engines/registry.py): exported, scored and timed in one interleaved run
-    # with the weight-only variants, into metrics/quantization.json's "engines" key. [] = none (the default).
+    # Other engines' builds on the same frontier ("engine:bits", e.g. ctranslate2:int8, onnxruntime_genai:int4;
+    # lmops/engines/registry.py): exports of `base`, or with "@SCHEME" (ctranslate2:int8@w8) of this stage's own
+    # variant; scored and timed in one interleaved run with the weight-only variants, into
+    # metrics/quantization.json's "engines" key. [] = none (the default).
     engines: list[str] = []
 
     @field_validator("base")
@@ -531,7 +532,7 @@ class QuantizeParams(Section):
         from lmops.engines.registry import parse_build
 
         for build in value:
-            parse_build(build)  # an unknown engine or bit width fails here (EngineError is a ValueError)
+            parse_build(build.partition("@")[0])  # an unknown engine or bit width fails here (EngineError is a ValueError)
         return value
 
     @model_validator(mode="after")
@@ -542,6 +543,10 @@ class QuantizeParams(Section):
             build_scheme(name, self)  # unknown names and bad bits/group sizes fail here (QuantError is a ValueError)
         if self.baseline not in self.schemes:
             raise ValueError(f"baseline {self.baseline!r} must be one of the schemes")
+        for build in self.engines:  # "engine:bits@SCHEME" exports one of this stage's own variants
+            scheme = build.partition("@")[2]
+            if scheme and scheme not in self.schemes:
+                raise ValueError(f"engines: {build!r} exports the variant {scheme!r}, which is not in the schemes")
         return self
 
 

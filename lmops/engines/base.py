@@ -84,26 +84,30 @@ def _sha256(path: Path) -> str:
 
 
 def export(engine: str, src: str | Path, out: str | Path, bits: int, group_size: int = 32) -> Path:
-    """Write `src` (a Hugging Face model directory) as `engine`'s format at `bits` into `out`, atomically:
-    the engine's files, the tokenizer (chat template included) and `engine.json`."""
+    """Write `src` as `engine`'s format at `bits` into `out`, atomically: the engine's files, the
+    tokenizer (chat template included) and `engine.json`. `src` is a Hugging Face model directory or a
+    saved lmops variant, whose dequantized weights the engine then rounds onto its own grid
+    (`lmops.quant.export`; the marker names the variant)."""
     from transformers import AutoConfig, AutoTokenizer
 
     from lmops.engines.registry import engine_named
     from lmops.io import atomic_dir, write_json
     from lmops.model.build import check_model_dir
+    from lmops.quant.export import as_float_dir
 
     spec = engine_named(engine)
     spec.require()
     kind = spec.check_bits(bits)
     src = check_model_dir(src)
     out = Path(out)
-    with atomic_dir(out) as tmp:
-        spec.write(src, tmp, bits, group_size)
-        AutoTokenizer.from_pretrained(src).save_pretrained(tmp)
-        config = AutoConfig.from_pretrained(src)
+    with as_float_dir(src) as (float_src, variant), atomic_dir(out) as tmp:
+        spec.write(float_src, tmp, bits, group_size)
+        AutoTokenizer.from_pretrained(float_src).save_pretrained(tmp)
+        config = AutoConfig.from_pretrained(float_src)
         files = {str(p.relative_to(tmp)): _sha256(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
         write_json(tmp / MARKER, {"engine": spec.name, "bits": bits, "type": kind, "group_size": group_size,
-                                  "source": str(src), "context": int(getattr(config, "max_position_embeddings", 2048)),
+                                  "source": str(src), "variant": variant,
+                                  "context": int(getattr(config, "max_position_embeddings", 2048)),
                                   "eos_token_id": config.eos_token_id, "files": files})
     log.info("exported %s to %s (%s, %d bits)", src, out, spec.name, bits)
     return out

@@ -74,6 +74,18 @@ def heldout_ids(tokenizer, source: str, root: Path, tokens: int) -> list[int]:
     return ids
 
 
+def variant_rows(variants: Path, schemes: list[str]) -> list[Row]:
+    """lmops' variants already saved under `variants` (e.g. the quantize stage's models/quantized)."""
+    from lmops.errors import EngineError
+    from lmops.quant.artifact import saved_weight_bytes
+
+    missing = [s for s in schemes if not (variants / s / "quant.json").is_file()]
+    if missing:
+        raise EngineError(f"{variants} holds no saved variant {', '.join(missing)} (run the quantize stage with it)")
+    return [Row(f"lmops:{s}", "lmops", LMOPS_BITS.get(s, 16), variants / s, saved_weight_bytes(variants / s))
+            for s in schemes]
+
+
 def build_lmops(base: Path, schemes: list[str], work: Path, qp=None) -> list[Row]:
     """lmops' own variants, built, saved and reloaded as the quantize stage does (weight-only schemes)."""
     from lmops.params import QuantizeParams
@@ -98,29 +110,46 @@ def build_lmops(base: Path, schemes: list[str], work: Path, qp=None) -> list[Row
     return rows
 
 
-def build_engines(base: Path, builds: list[str], work: Path, group_size: int) -> tuple[list[Row], list[str]]:
-    """The engines' exports of `base` ("engine:bits" each, validated first) and one line per build that
-    was skipped (engine not installed: how to install it). Exports are cached in `work`."""
+def split_build(spec: str, variants: Path | None) -> tuple[str, Path | None]:
+    """"engine:bits@SCHEME" -> ("engine:bits", variants / SCHEME): the export of lmops' own saved variant
+    (`lmops.quant.export`) rather than of the float base; "engine:bits" -> (spec, None)."""
+    from lmops.errors import EngineError
+
+    build, _, scheme = spec.partition("@")
+    if not scheme:
+        return build, None
+    if variants is None or not (variants / scheme / "quant.json").is_file():
+        raise EngineError(f"engine build {spec!r} exports lmops' variant {scheme!r}, which was not built "
+                          f"(no {variants / scheme if variants else scheme}/quant.json): add it to the schemes")
+    return build, variants / scheme
+
+
+def build_engines(base: Path, builds: list[str], work: Path, group_size: int, variants: Path | None = None
+                  ) -> tuple[list[Row], list[str]]:
+    """The engines' exports ("engine:bits" each, validated first) of `base`, or, for "engine:bits@SCHEME",
+    of lmops' saved variant `variants/SCHEME`; and one line per build that was skipped (engine not
+    installed: how to install it). Exports are cached in `work`."""
     from lmops.engines.base import export, export_bytes, read_marker
     from lmops.engines.registry import engine_named, parse_build
 
-    parsed = [(b, *parse_build(b)) for b in builds]  # unknown engines / bits fail here, before any work
+    parsed = [(b, *split_build(b, variants)) for b in builds]  # before any work: unknown engines, bits, variants
+    parsed = [(b, *parse_build(build), src or base) for b, build, src in parsed]
     rows, skipped = [], []
-    for spec, name, bits in parsed:
+    for spec, name, bits, src in parsed:
         try:
             engine_named(name).require()
         except EngineNotInstalled as err:
             skipped.append(f"skipped {spec}: {err}")
             log.warning("skipped %s: %s", spec, err)
             continue
-        out = work / f"{name}_{bits_label(bits)}"
-        fresh = (out / "engine.json").is_file() and read_marker(out).get("source") == str(base) \
+        out = work / (f"{name}_{bits_label(bits)}" + ("" if src == base else f"_{src.name}"))
+        fresh = (out / "engine.json").is_file() and read_marker(out).get("source") == str(src) \
             and read_marker(out).get("group_size") == group_size
         if not fresh:
             start = time.perf_counter()
-            export(name, base, out, bits, group_size)
+            export(name, src, out, bits, group_size)
             log.info("exported %s in %.1f s", spec, time.perf_counter() - start)
-        rows.append(Row(f"{name}:{bits_label(bits)}", name, bits, out, export_bytes(out)))
+        rows.append(Row(spec if src != base else f"{name}:{bits_label(bits)}", name, bits, out, export_bytes(out)))
     return rows, skipped
 
 
@@ -243,7 +272,7 @@ def stage_engines(qp, base: Path, qdir: Path, data, results: dict) -> dict:
     `<models/quantized>/engines/`, then measured with the stage's weight-only variants in one interleaved
     run, on the stage's held-out tokens, windows, decode prompt and thread count. Engines that are not
     installed are listed under "skipped" (and in plots/quantization.md)."""
-    rows, skipped = build_engines(base, qp.engines, qdir / "engines", qp.methods.int4.group_size)
+    rows, skipped = build_engines(base, qp.engines, qdir / "engines", qp.methods.int4.group_size, variants=qdir)
     ours = [Row(f"lmops:{n}", "lmops", LMOPS_BITS[n], qdir / n, results[n]["weight_bytes"])
             for n in results if n in LMOPS_BITS]
     everything = ours + rows

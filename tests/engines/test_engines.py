@@ -186,10 +186,12 @@ def test_quantize_stage_engines(tiny_root, tmp_path):
     quant = {k: v for k, v in TINY["quantize"].items() if k != "schemes"}
     with pytest.raises(ParamsError, match="engines.*unknown engine 'llamacpp'"):
         validate({**TINY, "quantize": {**quant, "schemes": ["bf16"], "engines": ["llamacpp:int4"]}})
+    with pytest.raises(ParamsError, match="exports the variant 'w8', which is not in the schemes"):
+        validate({**TINY, "quantize": {**quant, "schemes": ["bf16"], "engines": ["ctranslate2:int8@w8"]}})
     registry.ENGINES["missing"] = MISSING
     try:
         p = validate({**TINY, "quantize": {**quant, "schemes": ["fp32", "bf16", "w8"], "baseline": "bf16",
-                                           "engines": ["ctranslate2:int8", "missing:int8"]}})
+                                           "engines": ["ctranslate2:int8", "ctranslate2:int8@w8", "missing:int8"]}})
         shutil.copytree(tiny_root / "data", tmp_path / "data")
         shutil.copytree(tiny_root / "models" / "base", tmp_path / "models" / "base")
         metrics = stage_quantize(p, tmp_path)
@@ -197,8 +199,45 @@ def test_quantize_stage_engines(tiny_root, tmp_path):
         del registry.ENGINES["missing"]
     assert {"baseline", "context_tokens", "schemes"} < set(metrics) and set(metrics["schemes"]) == {"fp32", "bf16", "w8"}
     eng = metrics["engines"]
-    assert set(eng["rows"]) == {"lmops:fp32", "lmops:bf16", "lmops:w8", "ctranslate2:int8"}
+    assert set(eng["rows"]) == {"lmops:fp32", "lmops:bf16", "lmops:w8", "ctranslate2:int8", "ctranslate2:int8@w8"}
+    assert eng["rows"]["ctranslate2:int8@w8"]["perplexity"] == pytest.approx(eng["rows"]["lmops:w8"]["perplexity"], rel=0.02)
     assert eng["rows"]["ctranslate2:int8"]["decode_tokens_per_s"] > 0 and eng["compare"][0]["bits"] == 8
     assert eng["skipped"] and "pip install" in eng["skipped"][0]
     report = (tmp_path / "plots" / "quantization.md").read_text()
     assert "ctranslate2:int8" in report and "skipped missing:int8" in report
+
+
+def test_lmops_variants_export_to_engines(tiny_root, tmp_path):
+    """"engine:bits@SCHEME" exports lmops' own saved variant: its dequantized weights (the values lmops
+    serves, LoRA merged, tied pair kept tied) go through the engine's converter. CTranslate2's int8 is
+    per-row absmax like lmops' w8, so the export scores as lmops' w8 does; a variant that was not built
+    is refused by name before any work."""
+    import torch
+
+    from lmops.engines.base import read_marker
+    from lmops.engines.frontier import build_engines, build_lmops, measure
+    from lmops.params import QuantizeParams
+    from lmops.quant.artifact import load_variant
+    from lmops.quant.export import dequantized
+    from lmops.quant.int4 import Int4Linear
+
+    base = tiny_root / "models" / "base"
+    qp = QuantizeParams.model_validate({"methods": {"int4": {"group_size": 32}}})  # the tiny model is 32 wide
+    ours = build_lmops(base, ["w8", "w4_rtn"], tmp_path, qp)
+    variants = tmp_path / "lmops"
+    model, _, _ = load_variant(variants / "w4_rtn")
+    expected = {n: m.dequantize() for n, m in model.named_modules() if isinstance(m, Int4Linear)}
+    flat = dequantized(model)
+    assert expected and all(torch.equal(flat.get_submodule(n).weight, w) for n, w in expected.items())
+    assert flat.get_output_embeddings().weight is flat.get_input_embeddings().weight
+    rows, _ = build_engines(base, ["ctranslate2:int8@w8"], tmp_path / "engines", 32, variants=variants)
+    assert rows[0].name == "ctranslate2:int8@w8" and read_marker(rows[0].path)["variant"] == "w8"
+    from transformers import AutoTokenizer
+
+    ids = (AutoTokenizer.from_pretrained(base)("the pump needs a new seal and the valve leaks",
+                                               add_special_tokens=False)["input_ids"] + [1]) * 12
+    measure(ours[:1] + rows, ids, max_length=64, prompt_tokens=8, decode_tokens=4, prefill_tokens=32, repeats=1,
+            threads=1, progress=False)
+    assert rows[0].perplexity == pytest.approx(ours[0].perplexity, rel=0.02)
+    with pytest.raises(EngineError, match="'w4_gptq', which was not built"):
+        build_engines(base, ["onnxruntime_genai:int4@w4_gptq"], tmp_path / "engines", 32, variants=variants)
