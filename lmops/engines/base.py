@@ -68,7 +68,9 @@ class EngineSpec:
         return self.bits[bits]
 
     # ---- what an engine module implements -----------------------------------------------------
-    def write(self, src: Path, out: Path, bits: int, group_size: int) -> None:
+    def write(self, src: Path, out: Path, bits: int, group_size: int, variant: Path | None = None) -> None:
+        """Write the float model directory `src` in the engine's format; `variant`: the lmops variant
+        `src` was dequantized from, for an engine that can take its codes as they are."""
         raise NotImplementedError
 
     def open_dir(self, path: Path, meta: dict, threads: int) -> Runner:
@@ -101,7 +103,7 @@ def export(engine: str, src: str | Path, out: str | Path, bits: int, group_size:
     src = check_model_dir(src)
     out = Path(out)
     with as_float_dir(src) as (float_src, variant), atomic_dir(out) as tmp:
-        spec.write(float_src, tmp, bits, group_size)
+        spec.write(float_src, tmp, bits, group_size, variant=src if variant else None)
         AutoTokenizer.from_pretrained(float_src).save_pretrained(tmp)
         config = AutoConfig.from_pretrained(float_src)
         files = {str(p.relative_to(tmp)): _sha256(p) for p in sorted(tmp.rglob("*")) if p.is_file()}

@@ -40,7 +40,7 @@ class CTranslate2(EngineSpec):
     module = "ctranslate2"
     package = "ctranslate2==4.8.5"
 
-    def write(self, src: Path, out: Path, bits: int, group_size: int) -> None:
+    def write(self, src: Path, out: Path, bits: int, group_size: int, variant: Path | None = None) -> None:
         from ctranslate2.converters import TransformersConverter
 
         TransformersConverter(str(src)).convert(str(out), quantization=self.bits[bits], force=True)

@@ -210,8 +210,9 @@ def test_quantize_stage_engines(tiny_root, tmp_path):
 def test_lmops_variants_export_to_engines(tiny_root, tmp_path):
     """"engine:bits@SCHEME" exports lmops' own saved variant: its dequantized weights (the values lmops
     serves, LoRA merged, tied pair kept tied) go through the engine's converter. CTranslate2's int8 is
-    per-row absmax like lmops' w8, so the export scores as lmops' w8 does; a variant that was not built
-    is refused by name before any work."""
+    per-row absmax like lmops' w8, so the export scores as lmops' w8 does; ONNX Runtime GenAI's int4
+    export of w4_rtn carries lmops' own codes, scales and float zero points (inject_codes), so it scores
+    as lmops' w4_rtn does; a variant that was not built is refused by name before any work."""
     import torch
 
     from lmops.engines.base import read_marker
@@ -230,14 +231,16 @@ def test_lmops_variants_export_to_engines(tiny_root, tmp_path):
     flat = dequantized(model)
     assert expected and all(torch.equal(flat.get_submodule(n).weight, w) for n, w in expected.items())
     assert flat.get_output_embeddings().weight is flat.get_input_embeddings().weight
-    rows, _ = build_engines(base, ["ctranslate2:int8@w8"], tmp_path / "engines", 32, variants=variants)
+    rows, _ = build_engines(base, ["ctranslate2:int8@w8", "onnxruntime_genai:int4@w4_rtn"], tmp_path / "engines", 32,
+                            variants=variants)
     assert rows[0].name == "ctranslate2:int8@w8" and read_marker(rows[0].path)["variant"] == "w8"
     from transformers import AutoTokenizer
 
     ids = (AutoTokenizer.from_pretrained(base)("the pump needs a new seal and the valve leaks",
                                                add_special_tokens=False)["input_ids"] + [1]) * 12
-    measure(ours[:1] + rows, ids, max_length=64, prompt_tokens=8, decode_tokens=4, prefill_tokens=32, repeats=1,
+    measure(ours + rows, ids, max_length=64, prompt_tokens=8, decode_tokens=4, prefill_tokens=32, repeats=1,
             threads=1, progress=False)
     assert rows[0].perplexity == pytest.approx(ours[0].perplexity, rel=0.02)
+    assert rows[1].perplexity == pytest.approx(ours[1].perplexity, rel=0.002)  # measured: 77.928 vs 77.921
     with pytest.raises(EngineError, match="'w4_gptq', which was not built"):
         build_engines(base, ["onnxruntime_genai:int4@w4_gptq"], tmp_path / "engines", 32, variants=variants)
