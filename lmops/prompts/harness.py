@@ -69,9 +69,15 @@ class EvalTask:
 
 
 def _qa_lead(variables: dict) -> str:
+    """The lead of the question the text asks: a clean question, or a line of it ("Question: ..." too);
+    "" when none reads as one (a raw prompt with typos gets no help)."""
     from lmops.data.generate import qa_lead
 
-    return qa_lead(variables["question"])
+    for line in variables["question"].splitlines():
+        lead = qa_lead(line.strip().removeprefix("Question:").strip())
+        if lead:
+            return lead
+    return ""
 
 
 TASKS: dict[str, EvalTask] = {

@@ -225,3 +225,6 @@ def test_an_instruct_model_answers_in_its_turn_with_the_lead(library):
     assert score(plain, TASKS["kb_qa"], PromptSpec("kb_qa_trained"), library, items, []).score == 0.0
     assert plain.prompts[0].endswith("Question: What is the operating pressure of Vindor-417?\nAnswer:")
     assert TASKS["incident_category"].lead({"report": "x"}) == "Category:"
+    framed = {"question": "Question: What is the operating pressure of Vindor-417?\nAnswer:"}  # a raw "clean" request
+    assert TASKS["kb_qa"].lead(framed) == "The operating pressure of Vindor-417 is"
+    assert TASKS["kb_qa"].lead({"question": "wat is the presure of Vindor-417"}) == ""
