@@ -4,10 +4,12 @@
 Each of lmops' int8 / int4 modules (linears, the embedding, the LM head) becomes a float module holding
 its dequantized weight, with a QAT-LoRA adapter merged in, so the directory carries exactly the values
 lmops serves, in float32. The engine's converter then rounds them onto its own grid. That second
-rounding is exact where the grids agree: lmops' `w8` is int8 with one absmax scale per output row, as
-CTranslate2's int8 is, so each row's largest code maps back to 127 and every code comes back. It is
-not exact elsewhere: an int4 group of lmops' asymmetric grid (a fractional zero point) re-rounded onto
-ONNX Runtime GenAI's symmetric blocks moves by up to half of the engine's step.
+rounding is exact where the grids agree: lmops' `w8` linears are int8 with one absmax scale per output
+row, as CTranslate2's int8 is, so each row's largest code maps back to 127 and every code comes back
+(the engine still computes differently: CTranslate2 also quantizes activations to int8). It is not
+exact elsewhere: an int4 group of lmops' asymmetric grid (a fractional zero point) re-rounded onto ONNX
+Runtime GenAI's symmetric blocks moves by up to half of the engine's step, which is why that engine
+takes an int4 variant's codes as they are (`lmops.engines.onnxruntime_genai.inject_codes`).
 """
 from __future__ import annotations
 
