@@ -21,7 +21,7 @@ from lmops.engines.base import EngineNotInstalled
 
 log = logging.getLogger("lmops.engines")
 # lmops' weight-only schemes (a KV-cache scheme decodes through its cache, timed by the stage itself)
-LMOPS_BITS = {"fp32": 32, "bf16": 16, "w8": 8, "w4_rtn": 4, "w4_gptq": 4, "qat_w4": 4}
+LMOPS_BITS = {"fp32": 32, "bf16": 16, "w8": 8, "w4_rtn": 4, "w4_gptq": 4, "w4_gptq_iz": 4, "qat_w4": 4}
 
 
 @dataclass

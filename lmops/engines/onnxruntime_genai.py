@@ -9,8 +9,10 @@ MatMul's activations to int8 on the fly. Logits: the `logits` output after `appe
 An lmops int4 variant (w4_rtn, w4_gptq, qat_w4) exported at int4 keeps its own codes: the builder
 writes asymmetric blocks of the variant's group size, then `inject_codes` overwrites each MatMulNBits'
 codes, scales and zero points with the variant's (MatMulNBits takes float zero points, so lmops'
-fractional zero point is kept), and the embedding and LM head stay float (the variant's dequantized
-int8 table). The export then computes the variant's weights, not a second rounding of them.
+fractional zero point is kept, though ONNX Runtime runs those on a slow path; a variant with whole-code
+zero points, `w4_gptq_iz`, gets the uint4 zero points of its fast kernels), and the embedding and LM
+head stay float (the variant's dequantized int8 table). The export then computes the variant's weights,
+not a second rounding of them.
 """
 from __future__ import annotations
 
@@ -117,8 +119,8 @@ def int4_modules(variant: Path) -> dict:
 
 
 def inject_codes(out: Path, modules: dict) -> int:
-    """Overwrite each MatMulNBits initializer of the export in `out` with the codes, scales and float
-    zero points of the lmops modules it stands for; returns how many nodes were rewritten. A node
+    """Overwrite each MatMulNBits initializer of the export in `out` with the codes, scales and zero
+    points (uint4 when they are whole codes, else float) of the lmops modules it stands for; returns how many nodes were rewritten. A node
     whose modules are missing, or whose shape or block size differs, is an error naming it."""
     import numpy as np
     import onnx
@@ -150,6 +152,10 @@ def inject_codes(out: Path, modules: dict) -> int:
             raise InputError(f"{graph_path}: MatMulNBits {node.name} is {n}x{k} in blocks of {block}, the lmops "
                              f"modules {q.shape[0]}x{q.shape[1]} in groups of {parts[0].group_size}")
         packed = (q[:, 0::2] | (q[:, 1::2] << 4)).reshape(n, k // block, block // 2)  # low nibble first
+        if np.array_equal(zero, np.round(zero)):  # whole codes (w4_gptq_iz): uint4, the fast kernels' form
+            z = np.zeros((n, -(-zero.shape[1] // 2) * 2), np.uint8)
+            z[:, :zero.shape[1]] = zero.astype(np.uint8)
+            zero = z[:, 0::2] | (z[:, 1::2] << 4)  # two blocks per byte, the low nibble first
         for name, array in zip(node.input[1:4], (packed, scale, zero)):
             inits[name].CopyFrom(numpy_helper.from_array(array, name))
         done += 1

@@ -216,7 +216,7 @@ def test_lmops_variants_export_to_engines(tiny_root, tmp_path):
     import torch
 
     from lmops.engines.base import read_marker
-    from lmops.engines.frontier import build_engines, build_lmops, measure
+    from lmops.engines.frontier import build_engines, build_lmops, measure, variant_rows
     from lmops.params import QuantizeParams
     from lmops.quant.artifact import load_variant
     from lmops.quant.export import dequantized
@@ -242,5 +242,23 @@ def test_lmops_variants_export_to_engines(tiny_root, tmp_path):
             threads=1, progress=False)
     assert rows[0].perplexity == pytest.approx(ours[0].perplexity, rel=0.02)
     assert rows[1].perplexity == pytest.approx(ours[1].perplexity, rel=0.002)  # measured: 77.928 vs 77.921
+    # whole-code zero points (what w4_gptq_iz stores) go in as uint4, the form ONNX Runtime's fast kernels take
+    from lmops.quant.artifact import save_variant
+
+    model, tok, meta = load_variant(variants / "w4_rtn")
+    for m in model.modules():
+        if isinstance(m, Int4Linear):
+            m.zero.copy_(m.zero.float().round())
+    save_variant(model, tok, variants / "w4_iz", meta)
+    iz_lmops = variant_rows(variants, ["w4_iz"])
+    iz, _ = build_engines(base, ["onnxruntime_genai:int4@w4_iz"], tmp_path / "engines", 32, variants=variants)
+    import onnx
+
+    graph = onnx.load(str(iz[0].path / "model.onnx"), load_external_data=False)
+    zeros = [t for t in graph.graph.initializer if t.name.endswith("weight_zero_points")]
+    assert zeros and all(t.data_type == onnx.TensorProto.UINT8 for t in zeros)
+    measure(iz_lmops + iz, ids, max_length=64, prompt_tokens=8, decode_tokens=4, prefill_tokens=32, repeats=1,
+            threads=1, progress=False)
+    assert iz[0].perplexity == pytest.approx(iz_lmops[0].perplexity, rel=0.002)
     with pytest.raises(EngineError, match="'w4_gptq', which was not built"):
         build_engines(base, ["onnxruntime_genai:int4@w4_gptq"], tmp_path / "engines", 32, variants=variants)

@@ -69,12 +69,14 @@ def test_int4_roundtrip_and_gptq_beats_rtn():
     x = torch.randn(2048, 16, generator=g) @ torch.randn(16, 128, generator=g) + 0.1 * torch.randn(2048, 128, generator=g)
     h = x.T @ x
     errs = {}
-    for name, (codes, scale, zero) in {"rtn": rtn(w, 32), "gptq": gptq_codes(w, h, 32)}.items():
+    variants = {"rtn": rtn(w, 32), "gptq": gptq_codes(w, h, 32), "gptq_iz": gptq_codes(w, h, 32, integer_zero=True)}
+    assert torch.equal(variants["gptq_iz"][2], variants["gptq_iz"][2].round())  # whole-code zero points
+    for name, (codes, scale, zero) in variants.items():
         assert codes.min() >= 0 and codes.max() <= 15
         layer = Int4Linear.from_codes(codes, scale, zero, 32)
         assert torch.allclose(layer.dequantize(), dequantize_codes(codes, scale.to(torch.bfloat16).float(), zero))
         errs[name] = float(((w - layer.dequantize()) @ x.T).norm())  # output error on the calibration inputs
-    assert errs["gptq"] < 0.8 * errs["rtn"], errs
+    assert errs["gptq"] < 0.8 * errs["rtn"] and errs["gptq_iz"] < 0.8 * errs["rtn"], errs
 
 
 @pytest.mark.parametrize("lora", [False, True])

@@ -36,6 +36,9 @@ class GPTQConfig:
     block_size: int = 128
     act_order: bool = True
     embedding_bits: int = 8  # the embedding / LM head as well (lmops.quant.embedding; 0 keeps them float)
+    # Zero points on whole codes (w4_gptq_iz): what int4 engines' fast kernels take (ONNX Runtime's
+    # MatMulNBits runs float zero points on a slow path). GPTQ then compensates the shift too.
+    integer_zero: bool = False
 
     def __post_init__(self):
         from lmops.quant.config import check_embedding_bits
@@ -48,9 +51,11 @@ class GPTQConfig:
             raise QuantError(f"block_size must be >= 1, got {self.block_size}")
 
 
-def gptq_codes(w, hessian, group_size: int, damp: float = 0.01, block_size: int = 128, act_order: bool = False):
+def gptq_codes(w, hessian, group_size: int, damp: float = 0.01, block_size: int = 128, act_order: bool = False,
+               integer_zero: bool = False):
     """(codes, scale, zero) of weight `w` (out, in) given the Hessian sum x x^T (in, in) of its inputs;
-    codes (out, in) in 0..15, scale/zero (out, in/group_size), on the RTN grid (`group_qparams`)."""
+    codes (out, in) in 0..15, scale/zero (out, in/group_size), on the RTN grid (`group_qparams`), its zero
+    points rounded to whole codes with `integer_zero`."""
     import torch
 
     from lmops.quant.int4 import dequantize_codes, group_qparams, quantize_codes
@@ -66,6 +71,7 @@ def gptq_codes(w, hessian, group_size: int, damp: float = 0.01, block_size: int 
     perm = None
     if act_order:  # static groups: every group's grid from the original weights, before any update
         static_scale, static_zero = group_qparams(W, group_size)
+        static_zero = static_zero.round() if integer_zero else static_zero
         perm = torch.argsort(torch.diag(H), descending=True)
         col_scale = static_scale.repeat_interleave(group_size, 1)[:, perm]  # each permuted column's grid
         col_zero = static_zero.repeat_interleave(group_size, 1)[:, perm]
@@ -87,6 +93,7 @@ def gptq_codes(w, hessian, group_size: int, damp: float = 0.01, block_size: int 
             elif col % group_size == 0:  # the group's grid, from its already-updated weights
                 g = col // group_size
                 s, z = group_qparams(W1[:, i:i + group_size], group_size)
+                z = z.round() if integer_zero else z
                 scale[:, g:g + 1], zero[:, g:g + 1] = s, z
             x = W1[:, i:i + 1]
             q = quantize_codes(x, s, z)
@@ -212,7 +219,7 @@ def sequential_gptq(model, calib, config: GPTQConfig, progress=None) -> dict:
         for key, members in groups.items():
             stacked = torch.cat([names[n].weight.detach().float() for n in members], 0)
             q, s, z = gptq_codes(stacked, hessians[key], config.group_size, config.damp, config.block_size,
-                                 config.act_order)
+                                 config.act_order, config.integer_zero)
             row = 0
             for n in members:
                 out = names[n].out_features
@@ -232,13 +239,13 @@ def sequential_gptq(model, calib, config: GPTQConfig, progress=None) -> dict:
         hess = collect_stats(model, calib, missing, hessian=True)
         for n in missing:
             codes[n] = gptq_codes(targets[n].weight, hess[n], config.group_size, config.damp, config.block_size,
-                                  config.act_order)
+                                  config.act_order, config.integer_zero)
     return codes
 
 
 class GPTQ(Int4Weight):
     name = "gptq"
-    schemes = {"w4_gptq": scheme(), "w4_gptq_kv8": scheme(kv=8)}
+    schemes = {"w4_gptq": scheme(), "w4_gptq_kv8": scheme(kv=8), "w4_gptq_iz": scheme(integer_zero=True)}
 
     def apply(self, model, config: GPTQConfig, calib):
         codes = sequential_gptq(model, calib, config)
