@@ -23,16 +23,16 @@ def test_int4_codes_convert_exactly_into_the_fast_layout(method, monkeypatch):
         dequantize_codes,
         fast_int4_ok,
         float_zero_params,
-        gptq,
         int4_mm,
         pack_int4_for,
         rtn,
     )
+    from lmops.quant.methods.gptq import gptq_codes
 
     torch.manual_seed(0)
     w, g = torch.randn(96, 128) * 0.05, 32
     x_cal = torch.randn(256, 128)
-    q, s, z = rtn(w, g) if method == "rtn" else gptq(w, x_cal.T @ x_cal, g)
+    q, s, z = rtn(w, g) if method == "rtn" else gptq_codes(w, x_cal.T @ x_cal, g)
     ref_w = dequantize_codes(q, s, z)  # the dequantized reference weight
     layer = Int4Linear.from_codes(q, s, z, g)
     # float zero convention: (q - 8) * S + Z == (q - z) * s, exactly in float32
